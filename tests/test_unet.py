@@ -1,0 +1,168 @@
+"""Tests for unet.py: initialisers, blocks, attention gate, U-Net family (Table 5.4, Fig. A.1)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import unet
+from unet import AttentionGate, AttentionUNet, AttentionYNet, ConvBlock, UNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("cls, thesis, spec", [(UNet, 1.95e6, 1_940_817), (AttentionUNet, 1.99e6, 1_985_061)])
+def test_parameter_counts_match_thesis(cls, thesis, spec):
+    with torch.device("meta"):
+        model = cls()
+    assert abs(n_params(model) - thesis) / thesis < 0.01
+    assert n_params(model) == spec  # SPEC §2: gate width f_i (f_i/2 would give 1.96M)
+
+
+@pytest.mark.parametrize("model", [UNet(filters=4), AttentionUNet(filters=4), AttentionUNet(filters=4, batch_norm=True),
+                                   AttentionYNet(filters=4)], ids=["unet", "att_unet", "att_unet_bn", "att_ynet"])
+def test_shapes_gradients_and_size_check(model):
+    x = torch.rand(2, 1, 32, 48)
+    out = model(x)
+    seg, recon = out if isinstance(model, AttentionYNet) else (out, None)
+    assert seg.shape == (2, 1, 32, 48)
+    loss = seg.square().mean()
+    if recon is not None:
+        assert recon.shape == x.shape
+        assert recon.min() >= 0 and recon.max() <= 1
+        loss = loss + F.mse_loss(recon, x)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    with pytest.raises(ValueError, match="divisible by 16"):
+        model(torch.rand(1, 1, 40, 32))
+
+
+def test_attention_ynet_reconstruction_ignores_skips_and_encoder_list():
+    torch.manual_seed(0)
+    model = AttentionYNet(filters=4, dropout=0.0).eval()
+    x = torch.rand(1, 1, 32, 32)
+    bottom, skips = model.encode(x)
+    noisy = [s + torch.randn_like(s) for s in skips]
+    # Fig. A.1: the reconstruction decoder has no skip connections; the segmentation decoder has.
+    assert torch.equal(model.reconstruct(bottom), model(x)[1])
+    assert not torch.allclose(model.decode(bottom, noisy), model.decode(bottom, skips))
+    frozen = {id(p) for m in model.encoder_modules() for p in m.parameters()}
+    assert frozen == {id(p) for p in model.encoder.parameters()}
+    assert not frozen & {id(p) for p in model.bottleneck.parameters()}
+
+
+def test_he_normal_matches_keras_truncated_normal():
+    torch.manual_seed(0)
+    w = unet.he_normal_(torch.empty(256, 64, 3, 3))
+    target = math.sqrt(2.0 / (64 * 9))  # Keras: the std after truncation is sqrt(2 / fan_in)
+    bound = 2.0 * target / 0.87962566103423978
+    assert abs(w.double().std().item() / target - 1) < 0.02
+    assert w.abs().max().item() <= bound
+    assert w.abs().max().item() > 0.98 * bound  # the cut is at 2 std of the untruncated normal
+
+
+def test_glorot_uniform_and_the_init_knob():
+    torch.manual_seed(0)
+    w = unet.glorot_uniform_(torch.empty(128, 64, 3, 3))
+    limit = math.sqrt(6.0 / ((64 + 128) * 9))
+    assert w.abs().max().item() <= limit and w.abs().max().item() > 0.99 * limit
+    assert abs(w.double().std().item() / (limit / math.sqrt(3)) - 1) < 0.02
+    he = ConvBlock(64, 64, init="he_normal").conv.weight.std().item()
+    glorot = ConvBlock(64, 64, init="glorot_uniform").conv.weight.std().item()
+    assert abs(he / math.sqrt(2 / 576) - 1) < 0.03 and abs(glorot / math.sqrt(2 / 1152) - 1) < 0.03
+
+
+def test_batch_norm_uses_keras_constants():
+    torch.manual_seed(0)
+    block = ConvBlock(2, 3, batch_norm=True, activation="relu")
+    x = torch.randn(4, 2, 8, 8)
+    conv_out = block.conv(x)
+    block(x)
+    mean = conv_out.mean(dim=(0, 2, 3))
+    # Keras: moving = 0.99 * moving + 0.01 * batch, starting from 0
+    assert torch.allclose(block.norm.running_mean, 0.01 * mean, atol=1e-6)
+    block.eval()
+    ref = torch.relu((conv_out - block.norm.running_mean[:, None, None])
+                     / torch.sqrt(block.norm.running_var[:, None, None] + 1e-3))
+    assert torch.allclose(block(x), ref, atol=1e-5)
+
+
+def gate_reference(gate, skip, up):
+    """alpha by hand from the gate's own weights, float64, BN folded in eval form."""
+    def conv(x, layer, norm):
+        y = torch.einsum("oc,bchw->bohw", layer.weight[:, :, 0, 0], x) + layer.bias[None, :, None, None]
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            y = (y - norm.running_mean[:, None, None]) / torch.sqrt(norm.running_var[:, None, None] + 1e-3)
+            y = y * norm.weight[:, None, None] + norm.bias[:, None, None]
+        return y
+    hidden = torch.clamp(conv(skip, gate.skip_proj, gate.skip_norm) + conv(up, gate.up_proj, gate.up_norm), min=0)
+    return 1 / (1 + torch.exp(-conv(hidden, gate.psi, gate.psi_norm)))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_attention_gate_modes_against_hand_computation(batch_norm):
+    torch.manual_seed(0)
+    gate_up = AttentionGate(5, batch_norm=batch_norm, mode="up").double()
+    if batch_norm:
+        for m in gate_up.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    gate_skip = AttentionGate(5, batch_norm=batch_norm, mode="skip").double()
+    gate_skip.load_state_dict(gate_up.state_dict())
+    gate_up.eval(), gate_skip.eval()
+    skip, up = torch.randn(2, 5, 6, 7, dtype=torch.float64), torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    alpha = gate_reference(gate_up, skip, up)
+    assert alpha.shape == (2, 1, 6, 7)
+    assert torch.allclose(gate_up(skip, up), up * alpha)
+    assert torch.allclose(gate_skip(skip, up), skip * alpha)
+    assert not torch.allclose(gate_up(skip, up), gate_skip(skip, up))
+
+
+def test_gate_mode_reaches_the_model():
+    torch.manual_seed(0)
+    a = AttentionUNet(filters=4, dropout=0.0, gate_mode="up").eval()
+    b = AttentionUNet(filters=4, dropout=0.0, gate_mode="skip").eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(1, 1, 32, 32)
+    assert not torch.allclose(a(x), b(x))
+
+
+def test_dropout_rate_per_level_in_encoder_and_decoder():
+    rates = (0.1, 0.15, 0.2, 0.25, 0.3)
+    model = UNet(filters=4, dropout=rates)
+    for i in range(4):
+        assert model.encoder[i].first.drop.p == rates[i] and model.decoder[i].first.drop.p == rates[i]
+        assert isinstance(model.encoder[i].second.drop, torch.nn.Identity)  # only after the first conv
+    assert model.bottleneck.first.drop.p == rates[4]
+    with pytest.raises(ValueError):
+        UNet(dropout=(0.1, 0.2))
+
+
+def test_tiny_unet_overfits_one_image():
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    mask = (((yy - 12) ** 2 + (xx - 18) ** 2) < 49).float()[None, None]  # (1, 1, 32, 32) a disc
+    image = 0.5 + 0.3 * mask * torch.sin(xx)[None, None] + 0.1 * torch.randn(1, 1, 32, 32)
+    model = UNet(filters=4, dropout=0.0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        loss = F.binary_cross_entropy_with_logits(model(image), mask)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
