@@ -1,0 +1,231 @@
+"""train.py: metrics on hand-made masks, schedules against their formulas and torch's own, and short
+end-to-end runs on tiny models and tiny synthetic images (outputs, eval-only, resume, refusals)."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+
+TINY = ["--arch", "unet", "--filters", "4", "--tile", "32", "--image-side", "64", "--train-images", "4",
+        "--test-images", "2", "--batch-size", "4", "--device", "cpu"]
+
+
+def test_iou_and_dice_on_hand_made_masks():
+    mask = np.zeros((4, 4), bool)
+    mask[0, :4] = True                       # 4 foreground pixels
+    pred = np.zeros((4, 4), bool)
+    pred[0, 1:4] = True                      # 3 of them found ...
+    pred[1, 0:3] = True                      # ... and 3 false positives
+    assert train.confusion(pred, mask) == (3, 3, 1)
+    assert train.iou_foreground(pred, mask) == pytest.approx(3 / 7)
+    assert train.dice_coefficient(pred, mask) == pytest.approx(6 / 10)
+    empty = np.zeros((4, 4), bool)
+    assert train.iou_foreground(empty, empty) == 1.0 and train.dice_coefficient(empty, empty) == 1.0
+    assert train.iou_foreground(empty, mask) == 0.0 and train.iou_foreground(mask, empty) == 0.0
+    assert train.iou_foreground(mask, mask) == 1.0
+
+
+def test_per_slice_mean_differs_from_pooled_iou():
+    big = np.zeros((10, 10), bool)
+    big[:5] = True                           # 50 px, predicted perfectly
+    small = np.zeros((10, 10), bool)
+    small[0, 0:2] = True                     # 2 px, one found
+    found = small.copy()
+    found[0, 1] = False
+    probs = [big.astype(np.float32), found.astype(np.float32)]
+    r = train.evaluate_stack(probs, [big, small])
+    assert r["test_iou_f"] == pytest.approx((1.0 + 0.5) / 2)
+    assert r["test_iou_f_global"] == pytest.approx(51 / 52)
+    assert r["test_dice"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert r["test_dice_global"] == pytest.approx(2 * 51 / (2 * 51 + 1))
+
+
+def _torch_lrs(make_sched, steps, lr):
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = make_sched(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def _our_lrs(kind, steps, lr):
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = train.Scheduler(opt, kind, lr, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    return lrs
+
+
+def test_cosine_schedule_follows_formula_and_torch():
+    steps, lr = 50, 1e-3
+    ours = _our_lrs("cosine", steps, lr)
+    formula = [lr * (1 + math.cos(math.pi * t / steps)) / 2 for t in range(steps)]
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps, eta_min=0), steps, lr)
+    np.testing.assert_allclose(ours, formula, rtol=1e-12)
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-15)
+    assert ours[0] == lr and train.cosine_lr(steps, steps, lr) == 0.0
+
+
+def test_one_cycle_schedule_equals_torch_onecycle():
+    steps, lr = 40, 2e-4
+    ours = _our_lrs("onecycle", steps, lr)
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=steps), steps, lr)
+    np.testing.assert_allclose(ours, ref, rtol=1e-9)
+    assert max(ours) == pytest.approx(lr) and ours[0] == pytest.approx(lr / 25)
+
+
+def test_plateau_halves_after_patience_and_stops_at_a_tenth():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = train.Scheduler(opt, "plateau", 1.0, 100, patience=2)
+    seen = []
+    for loss in [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]:
+        sched.step()                          # per-step calls must not change a plateau schedule
+        sched.epoch_end(loss)
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125, 0.125, 0.1, 0.1, 0.1, 0.1]
+
+
+def _run(tmp_path, name, *extra):
+    out = str(tmp_path / name)
+    train.main(TINY + ["--out", out, *extra])
+    return out
+
+
+def _losses(out):
+    with open(os.path.join(out, "log.csv")) as f:
+        return [(float(r["train_loss"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+
+
+def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys):
+    out = _run(tmp_path, "run", "--epochs", "2")
+    for name in ("results.json", "log.csv", "best.pt", "last.pt", "curves.png", "pred_0.png", "pred_1.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["epochs_run"] == 2 and len(_losses(out)) == 2
+    assert results["params"] == sum(p.numel() for p in train.build_model("unet", filters=4).parameters())
+    assert Image.open(os.path.join(out, "pred_0.png")).size == (64, 64)
+    capsys.readouterr()
+    metrics = train.main(["--eval-only", os.path.join(out, "best.pt"), "--device", "cpu"])
+    for key in ("test_iou_f", "test_iou_f_global", "test_dice", "test_dice_global"):
+        assert metrics[key] == pytest.approx(results[key], abs=1e-9), key
+
+
+def test_resume_continues_the_same_curve(tmp_path, monkeypatch):
+    straight = _run(tmp_path, "straight", "--epochs", "3")
+    calls = {"n": 0}
+    original = train.train_one_epoch
+
+    def interrupt_third_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupt_third_epoch)
+    with pytest.raises(SystemExit) as exit_info:
+        _run(tmp_path, "split", "--epochs", "3")
+    assert exit_info.value.code == 130
+    split = str(tmp_path / "split")
+    assert torch.load(os.path.join(split, "last.pt"), weights_only=False)["state"]["epoch"] == 2
+    monkeypatch.setattr(train, "train_one_epoch", original)
+    train.main(["--out", split, "--resume", "--device", "cpu"])
+    assert _losses(split) == _losses(straight)
+
+
+def test_existing_out_is_never_touched(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "results.json").write_text("precious")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(TINY + ["--out", str(out), "--epochs", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and str(out) in err and "Traceback" not in err
+    assert (out / "results.json").read_text() == "precious" and sorted(os.listdir(out)) == ["results.json"]
+
+
+def _write_pair(root, split, names, sizes):
+    for sub in ("x", "y"):
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+    for name, size in zip(names, sizes):
+        Image.fromarray(np.full(size, 100, np.uint8)).save(root / split / "x" / name)
+        Image.fromarray(np.zeros(size, np.uint8)).save(root / split / "y" / name)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "test/x"),
+    ("count", "train/y"),
+    ("size", "b.png"),
+])
+def test_bad_data_exits_2_with_one_line(tmp_path, capsys, case, expected):
+    root = tmp_path / "data"
+    _write_pair(root, "train", ["a.png", "b.png"], [(40, 40), (40, 40)])
+    if case != "missing":
+        _write_pair(root, "test", ["a.png"], [(40, 40)])
+    if case == "count":
+        os.remove(root / "train" / "y" / "b.png")
+    if case == "size":
+        Image.fromarray(np.zeros((30, 40), np.uint8)).save(root / "train" / "y" / "b.png")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--data", str(root), "--out", str(tmp_path / "o"), "--arch", "unet", "--filters", "4",
+                    "--tile", "32", "--epochs", "1", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_pretext_lowers_mse_and_init_loads_its_weights(tmp_path, capsys):
+    root = tmp_path / "unlabelled"
+    images, _ = train.data.synthetic_em(8, 64, 64, seed=5)
+    for split in ("train", "test"):
+        (root / split / "x").mkdir(parents=True)
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(root / split / "x" / f"{i:02d}.png")
+    common = ["--data", str(root), "--arch", "unet", "--filters", "4", "--tile", "32", "--batch-size", "4",
+              "--device", "cpu", "--lr", "3e-3", "--dropout", "0"]
+    pre = str(tmp_path / "pre")
+    res = train.main(common + ["--out", pre, "--epochs", "10", "--pretext", "gaussian_blur,cutout"])
+    assert res["task"] == "pretext" and res["best_val_loss"] < 0.7 * res["val_loss_before"]
+    capsys.readouterr()
+    # Fine-tuning needs masks: give the same images labels, start from the pretext weights, train 0 epochs.
+    for split in ("train", "test"):
+        (root / split / "y").mkdir()
+        for i in range(len(images)):
+            Image.fromarray((images[i] > 128).astype(np.uint8)).save(root / split / "y" / f"{i:02d}.png")
+    seg = str(tmp_path / "seg")
+    train.main(common + ["--out", seg, "--epochs", "0", "--init", os.path.join(pre, "best.pt")])
+    assert "loaded" in capsys.readouterr().out
+    source = torch.load(os.path.join(pre, "best.pt"), weights_only=False)["model"]
+    loaded = torch.load(os.path.join(seg, "best.pt"), weights_only=False)["model"]
+    assert set(source) == set(loaded)
+    for key in source:
+        assert torch.equal(source[key], loaded[key]), key
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "compute_loss", lambda args, out, x, y: out.mean() * float("nan"))
+    with pytest.raises(SystemExit) as exit_info:
+        _run(tmp_path, "nan", "--epochs", "2")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "nan" in err and "lower --lr" in err and "Traceback" not in err
+    assert torch.load(tmp_path / "nan" / "last.pt", weights_only=False)["state"]["epoch"] == 0
+
+
+def test_build_model_rejects_unknown_arch_and_flags(capsys):
+    with pytest.raises(ValueError, match="unet"):
+        train.build_model("vnet")
+    with pytest.raises(SystemExit):
+        train.main(["--arch", "unetr2d", "--attention-gates", "--summary"])
+    assert "does not apply" in capsys.readouterr().err

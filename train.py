@@ -1,0 +1,775 @@
+"""Train and evaluate the thesis's networks: the whole protocol in one file.
+
+Thesis: §4.2 (evaluation, Eq. 4.1-4.2, Fig. 4.2-4.3), §4.3 (data processing and training setup),
+§3.3 and §5.3 (self-supervised pre-training, Table 5.5), Tables 5.1-5.4 (models compared), App. A
+Eq. 1 (the Attention Y-Net's two-term loss), App. B Table 2 (the hyperparameter search space).
+
+    python train.py --arch unetr2d --size mini              # demo on built-in synthetic EM data
+    python train.py --arch unetr2d --size base --data DIR   # thesis protocol on Lucchi++ / Kasthuri++
+    python train.py --arch unet --summary                   # parameter count beside the thesis's
+    python train.py --bench                                 # inference time per patch, every model
+
+With no `--data` a lighter preset (smaller tiles, fewer epochs, higher learning rate; printed at the
+start) trains on `data.synthetic_em` so that the program runs on a fresh machine in minutes. With
+`--data DIR` the defaults are the thesis's best (§4.3.2, App. B): BCE, AdamW lr 1e-4 wd 1e-5, cosine
+decay per step, batch 6, 360 epochs, patience 60 with the best weights restored.
+
+Where we differ from the thesis code: the loss takes logits (BCEWithLogits) instead of probabilities;
+the pretext (denoising) loss is MSE between sigmoid(logits) and the clean image; `--init` takes either
+a kernel initialiser name (Table 5.1) or a checkpoint to start from (§3.3).
+Shapes: B batch, T tile side, H x W slice.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import degrade
+import stitch
+import unet
+import unetr2d
+import ynetr2d
+
+# ----------------------------------------------------------------------------------------------
+# Models: a literal table instead of a registry. `filters` = the thesis's best initial filters
+# (16 for the U-Net family [34]; 32 for UNETR-2D/YNETR-2D, Table 5.2; 32 for the Attention Y-Net, App. A).
+
+ARCHS = {
+    "unet": {"cls": unet.UNet, "filters": 16, "sized": False},
+    "attention_unet": {"cls": unet.AttentionUNet, "filters": 16, "sized": False},
+    "unetr2d": {"cls": unetr2d.UNETR2D, "filters": 32, "sized": True},
+    "ynetr2d": {"cls": ynetr2d.YNETR2D, "filters": 32, "sized": True},
+    "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False},
+}
+
+# Parameter counts reported by the thesis: Tables 5.2 and 5.4 (millions).
+THESIS_PARAMS = {
+    ("unet", None, 16): 1.95, ("attention_unet", None, 16): 1.99,
+    ("unetr2d", "mini", 32): 4.24, ("unetr2d", "small", 32): 9.34, ("unetr2d", "base", 32): 48.7,
+    ("unetr2d", "base", 8): 44.7, ("unetr2d", "base", 16): 45.6, ("unetr2d", "base", 64): 60.2,
+    ("ynetr2d", "mini", 32): 10.3, ("ynetr2d", "small", 32): 15.4, ("ynetr2d", "base", 32): 54.7,
+}
+
+# Test IoU_F (mean ± std of 10 runs) from Table 5.4, printed beside ours when --data names the set.
+THESIS_IOU = {
+    "lucchi": {("unet", None): "0.903 ± 0.007", ("attention_unet", None): "0.906 ± 0.003",
+               ("unetr2d", "mini"): "0.861 ± 0.008", ("unetr2d", "small"): "0.857 ± 0.010",
+               ("unetr2d", "base"): "0.853 ± 0.010", ("ynetr2d", "mini"): "0.880 ± 0.024",
+               ("ynetr2d", "small"): "0.894 ± 0.009", ("ynetr2d", "base"): "0.892 ± 0.013"},
+    "kasthuri": {("unet", None): "0.910 ± 0.002", ("attention_unet", None): "0.910 ± 0.001",
+                 ("unetr2d", "mini"): "0.886 ± 0.004", ("unetr2d", "small"): "0.888 ± 0.003",
+                 ("unetr2d", "base"): "0.887 ± 0.004", ("ynetr2d", "mini"): "0.917 ± 0.003",
+                 ("ynetr2d", "small"): "0.916 ± 0.001", ("ynetr2d", "base"): "0.915 ± 0.002"},
+}
+
+
+def build_model(arch, size="mini", filters=None, **kw):
+    """The network `arch` with the thesis's best settings, overridden by keyword arguments."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    kw = {k: v for k, v in kw.items() if v is not None}
+    kw["filters"] = spec["filters"] if filters is None else filters
+    if spec["sized"]:
+        kw["size"] = size
+    return spec["cls"](**kw)
+
+
+def count_parameters(model):
+    """(trainable parameters, trainable + BatchNorm running statistics as Keras counted them)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    running = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return trainable, trainable + running
+
+
+def thesis_key(arch, size, filters):
+    return (arch, size if ARCHS[arch]["sized"] else None, filters)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics, Eq. 4.1-4.2 (foreground class, threshold 0.5, §4.2.1).
+
+def confusion(pred, mask):
+    """(TP, FP, FN) of boolean arrays of one shape."""
+    pred, mask = np.asarray(pred, bool), np.asarray(mask, bool)
+    return int((pred & mask).sum()), int((pred & ~mask).sum()), int((~pred & mask).sum())
+
+
+def iou_foreground(pred, mask):
+    # Eq. 4.2: IoU_F = TP / (TP + FP + FN); empty prediction of an empty mask scores 1
+    tp, fp, fn = confusion(pred, mask)
+    return 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
+
+
+def dice_coefficient(pred, mask):
+    # Eq. 4.1: Dice = 2TP / (2TP + FP + FN)
+    tp, fp, fn = confusion(pred, mask)
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def evaluate_stack(probs, masks, threshold=0.5):
+    """Per-slice mean (the thesis's number) and pooled over the stack (SPEC §4), for IoU_F and Dice."""
+    preds = [np.asarray(p) > threshold for p in probs]
+    tp, fp, fn = np.sum([confusion(p, m) for p, m in zip(preds, masks)], axis=0)
+    return {
+        "test_iou_f": float(np.mean([iou_foreground(p, m) for p, m in zip(preds, masks)])),
+        "test_iou_f_global": 1.0 if tp + fp + fn == 0 else float(tp / (tp + fp + fn)),
+        "test_dice": float(np.mean([dice_coefficient(p, m) for p, m in zip(preds, masks)])),
+        "test_dice_global": 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning-rate schedules (App. B Table 2), written as formulas of the step so they can be checked.
+
+def cosine_lr(step, total_steps, base_lr):
+    """Cosine decay to 0 over all steps [69]: lr_t = lr * (1 + cos(pi t / T)) / 2."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def one_cycle_lr(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    """One-cycle policy [67]: cosine warm-up from max_lr/25 to max_lr over 30% of the steps, then
+    cosine annealing to max_lr/(25*1e4) (the constants of torch's OneCycleLR)."""
+    start, end = max_lr / div_factor, max_lr / (div_factor * final_div_factor)
+    warm = float(pct_start * total_steps) - 1
+    if step <= warm:
+        lo, hi, frac = start, max_lr, step / warm
+    else:
+        lo, hi, frac = max_lr, end, (step - warm) / (total_steps - 1 - warm)
+    return hi + (lo - hi) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+
+class Scheduler:
+    """Sets the optimiser's learning rate: per step (cosine, one-cycle) or per epoch (plateau).
+
+    Plateau follows Keras ReduceLROnPlateau as used in App. B: factor 0.5 after `patience` epochs
+    without improvement of the validation loss, never below lr/10.
+    """
+
+    def __init__(self, optimizer, kind, base_lr, total_steps, patience=10, factor=0.5):
+        self.optimizer, self.kind, self.base_lr, self.total_steps = optimizer, kind, base_lr, max(total_steps, 2)
+        self.patience, self.factor, self.min_lr = patience, factor, base_lr / 10
+        self.step_count, self.lr, self.best, self.bad = 0, base_lr, math.inf, 0
+        self._apply(self._lr_at(0))
+
+    def _lr_at(self, step):
+        if self.kind == "cosine":
+            return cosine_lr(step, self.total_steps, self.base_lr)
+        if self.kind == "onecycle":
+            return one_cycle_lr(step, self.total_steps, self.base_lr)
+        return self.lr
+
+    def _apply(self, lr):
+        self.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self):
+        self.step_count += 1
+        self._apply(self._lr_at(self.step_count))
+
+    def epoch_end(self, val_loss):
+        if self.kind != "plateau":
+            return
+        if val_loss < self.best - 1e-4:  # Keras min_delta
+            self.best, self.bad = val_loss, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                self._apply(max(self.lr * self.factor, self.min_lr))
+                self.bad = 0
+
+    def state_dict(self):
+        return {k: getattr(self, k) for k in ("step_count", "lr", "best", "bad")}
+
+    def load_state_dict(self, state):
+        self.__dict__.update(state)
+        self._apply(self.lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings. The thesis protocol (§4.3.2, App. B) for real data; a lighter preset for the demo.
+
+PROTOCOL = {"tile": 256, "epochs": 360, "patience": 60, "batch_size": 6, "lr": 1e-4, "weight_decay": 1e-5}
+DEMO = {"tile": 128, "epochs": 24, "patience": 24, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-5,
+        "train_images": 24, "test_images": 8, "image_side": 256}
+DEMO_DATA_SEED = 2022  # the synthetic train/test sets are the same for every run seed
+
+
+class RunError(Exception):
+    """A problem with the user's input or output folder: printed as one line, exit code 2."""
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RunError("--device mps: Apple's MPS backend is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def model_kwargs(args):
+    """Constructor keywords from the model flags (None = the arch's thesis default)."""
+    kw = {"batch_norm": args.batch_norm, "activation": args.activation, "attention_gates": args.attention_gates,
+          "dropout": (args.dropout[0] if len(args.dropout) == 1 else tuple(args.dropout)) if args.dropout else None,
+          "init": args.init if args.init in ("glorot_uniform", "he_normal") else None}
+    if ARCHS[args.arch]["sized"]:
+        kw["img_size"] = args.tile
+    kw = {k: v for k, v in kw.items() if v is not None}
+    accepted = ARCHS[args.arch]["cls"].__init__.__code__.co_varnames
+    for key in kw:
+        if key not in accepted:
+            raise RunError(f"--{key.replace('_', '-')} does not apply to --arch {args.arch}; drop the flag")
+    return kw
+
+
+def load_datasets(args):
+    """Training tiles (split into train/validation) and whole test slices, as uint8 arrays (§4.3.1)."""
+    need_masks = not args.pretext
+    if args.data:
+        train_x, train_y = data.load_split(args.data, "train", masks=need_masks)
+        test_x, test_y = data.load_split(args.data, "test", masks=need_masks)
+    else:
+        train_x, train_y = data.synthetic_em(args.train_images, args.image_side, args.image_side, seed=DEMO_DATA_SEED)
+        test_x, test_y = data.synthetic_em(args.test_images, args.image_side, args.image_side,
+                                           seed=DEMO_DATA_SEED + 1)
+    tiles_x = data.extract_tiles(train_x, args.tile)  # (n, T, T) uint8
+    tiles_y = data.extract_tiles(train_y, args.tile) if need_masks else None
+    train_idx, val_idx = data.split_validation(len(tiles_x), 0.1, seed=args.seed)
+    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+    return {"train": (tiles_x[train_idx], pick(tiles_y, train_idx)), "val": (tiles_x[val_idx], pick(tiles_y, val_idx)),
+            "test": (test_x, test_y if need_masks else None)}
+
+
+def make_optimizer(name, params, lr, weight_decay):
+    """App. B: SGD (momentum 0.99), Adam, AdamW (decoupled weight decay [57])."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.99)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def dice_loss(logits, target, eps=1.0):
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    return 1.0 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
+
+
+def compute_loss(args, output, x, y):
+    """The training objective. Segmentation: BCE (§4.3.2) or BCE + Dice (App. B). Pretext: MSE between
+    the restored and the clean image (§5.3). Attention Y-Net: alpha*MSE + (1-alpha)*BCE (App. A Eq. 1)."""
+    if isinstance(output, tuple):  # Attention Y-Net: (segmentation logits, reconstruction in [0, 1])
+        seg, rec = output
+        if args.pretext:
+            return F.mse_loss(rec, y)
+        return args.alpha * F.mse_loss(rec, x) + (1 - args.alpha) * F.binary_cross_entropy_with_logits(seg, y)
+    if args.pretext:
+        return F.mse_loss(torch.sigmoid(output), y)
+    loss = F.binary_cross_entropy_with_logits(output, y)
+    return loss + dice_loss(output, y) if args.loss == "bce_dice" else loss
+
+
+def autocast(args, device):
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bool(args.amp and device.type == "cuda"))
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
+    from tqdm import tqdm
+
+    model.train()
+    total, count = torch.zeros((), device=device), 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, file=sys.stderr,
+               disable=not sys.stderr.isatty() and not args.progress)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, 1, T, T)
+        with autocast(args, device):
+            loss = compute_loss(args, model(x), x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach() * len(x)
+        count += len(x)
+        value = loss.item()  # the one host-device sync per step, for the bar and the NaN check
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"the training loss became {value} at epoch {epoch + 1}")
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.lr:.2e}")
+    return float(total) / max(count, 1)
+
+
+@torch.no_grad()
+def validate(model, loader, args, device):
+    """Mean validation loss and, for segmentation, IoU_F pooled over the validation tiles."""
+    model.eval()
+    loss_sum, count, tp, fp, fn = 0.0, 0, 0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)  # (B, 1, T, T)
+        with autocast(args, device):
+            out = model(x)
+            loss_sum += float(compute_loss(args, out, x, y)) * len(x)
+        count += len(x)
+        if not args.pretext:
+            seg = out[0] if isinstance(out, tuple) else out
+            pred, mask = (seg.float() > 0).cpu().numpy(), y.cpu().numpy() > 0.5  # logit > 0 <=> prob > 0.5
+            a, b, c = confusion(pred, mask)
+            tp, fp, fn = tp + a, fp + b, fn + c
+    iou = float("nan") if args.pretext else (1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn))
+    return loss_sum / max(count, 1), iou
+
+
+@torch.no_grad()
+def predict_slices(model, args, images, device):
+    """Probability maps of whole slices (§4.2): CNNs in one pass, transformers by overlap-tile (Fig. 4.2-4.3)."""
+    model.eval()
+    probs = []
+    with autocast(args, device):
+        for image in images:
+            x = image.astype(np.float32) / 255.0  # (H, W) float32 in [0, 1]
+            if ARCHS[args.arch]["sized"]:
+                fn = stitch.model_predict_fn(model, device)
+                probs.append(stitch.predict_tiled(fn, x, window=args.tile, keep=args.tile // 2))
+            else:
+                probs.append(stitch.predict_full(model, x, multiple=16, device=device))
+    return probs
+
+
+@torch.no_grad()
+def time_inference(model, args, device, side=256, warmup=5, repeats=None):
+    """Mean and std (ms) of one forward pass on a single side x side patch (Table 5.2/5.4 protocol)."""
+    model.eval()
+    repeats = repeats or (100 if device.type == "cuda" else 10)
+    x = torch.rand(1, 1, side, side, device=device)
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast(args, device):
+            model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return float(np.mean(times)), float(np.std(times))
+
+
+# ----------------------------------------------------------------------------------------------
+# What a run keeps: checkpoints (atomic), log.csv, curves.png, prediction overlays, results.json.
+
+def save_atomic(obj, path):
+    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp"
+    if isinstance(obj, (dict, list)) and path.endswith(".json"):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_config(args):
+    return {"arch": args.arch, "size": args.size, "filters": args.filters, "model_kwargs": model_kwargs(args)}
+
+
+def rebuild(checkpoint):
+    cfg = checkpoint["config"]
+    model = build_model(cfg["arch"], cfg["size"], cfg["filters"], **cfg["model_kwargs"])
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def load_matching(model, path):
+    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match; report the rest."""
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise RunError(f"--init {path}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
+                       "pass best.pt or last.pt of an earlier run, or glorot_uniform / he_normal") from None
+    own = model.state_dict()
+    loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
+    own.update({k: source[k] for k in loaded})
+    model.load_state_dict(own)
+    skipped = [k for k in own if k not in loaded]
+    return loaded, skipped
+
+
+def draw_curves(history, path, pretext):
+    """Loss (train, val) and validation IoU_F per epoch, drawn with Pillow."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (900, 340), "white")
+    draw = ImageDraw.Draw(img)
+    epochs = [h["epoch"] for h in history]
+    panels = [("loss (train: blue, val: orange)", [("train_loss", (31, 119, 180)), ("val_loss", (255, 127, 14))])]
+    if not pretext:
+        panels.append(("validation IoU_F", [("val_iou_f", (44, 160, 44))]))
+    width = 880 // len(panels)
+    for p, (title, series) in enumerate(panels):
+        x0, y0, x1, y1 = 10 + p * width + 50, 30, 10 + (p + 1) * width - 10, 300
+        values = [h[key] for key, _ in series for h in history if math.isfinite(h[key])]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        draw.rectangle([x0, y0, x1, y1], outline="black")
+        draw.text((x0, 10), title, fill="black")
+        draw.text((x0 - 45, y0), f"{hi:.3g}", fill="black")
+        draw.text((x0 - 45, y1 - 10), f"{lo:.3g}", fill="black")
+        draw.text((x0, y1 + 8), f"epoch {epochs[0]}", fill="black")
+        draw.text((x1 - 60, y1 + 8), f"epoch {epochs[-1]}", fill="black")
+        span = max(epochs[-1] - epochs[0], 1)
+        for key, colour in series:
+            pts = [(x0 + (h["epoch"] - epochs[0]) / span * (x1 - x0), y1 - (h[key] - lo) / (hi - lo) * (y1 - y0))
+                   for h in history if math.isfinite(h[key])]
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=2)
+            for x, y in pts:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+    img.save(path)
+
+
+def save_overlay(image, prob, mask, path):
+    """The slice in grey; true positives green, false positives red, false negatives blue."""
+    from PIL import Image
+
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)  # (H, W, 3) float32 in [0, 255]
+    pred, truth = prob > 0.5, mask > 0
+    for region, colour in ((pred & truth, (0, 200, 0)), (pred & ~truth, (230, 0, 0)), (~pred & truth, (0, 90, 255))):
+        rgb[region] = 0.5 * rgb[region] + 0.5 * np.array(colour, np.float32)
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+
+
+def evaluate(model, args, datasets, device):
+    """Test-set numbers (§4.2): IoU_F and Dice for segmentation, MSE of restored tiles for a pretext."""
+    test_x, test_y = datasets["test"]
+    if args.pretext:
+        tiles = data.extract_tiles(test_x, args.tile)
+        ds = data.TileDataset(tiles, None, augment=False, seed=args.seed, degrade=degrade.random_degradation(args.pretext))
+        loss, _ = validate(model, torch.utils.data.DataLoader(ds, batch_size=args.batch_size), args, device)
+        return {"test_mse": loss}, None
+    probs = predict_slices(model, args, test_x, device)
+    return evaluate_stack(probs, test_y), probs
+
+
+def train_run(args, device, out):
+    """One training run (one seed) into the folder `out`; returns its results dict."""
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    datasets = load_datasets(args)
+    model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
+    params, params_keras = count_parameters(model)
+    degrade_fn = degrade.random_degradation(args.pretext) if args.pretext else None
+    train_ds = data.TileDataset(*datasets["train"], augment=args.augment, seed=args.seed, degrade=degrade_fn)
+    val_ds = data.TileDataset(*datasets["val"], augment=False, seed=args.seed + 10_000, degrade=degrade_fn)
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size, num_workers=args.workers)
+    steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
+    optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    scheduler = Scheduler(optimizer, args.scheduler, args.lr, args.epochs * steps_per_epoch)
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0}
+    last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+
+    if args.resume:
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"])
+        print(f"resuming {out} after epoch {state['epoch']}")
+    elif args.init_checkpoint:
+        loaded, skipped = load_matching(model, args.init_checkpoint)
+        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors"
+              + (f"; kept fresh: {', '.join(skipped)}" if skipped else "; every tensor matched"))
+    if not args.resume:
+        state["val_loss_before"] = validate(model, val_loader, args, device)[0]
+
+    def checkpoint(path, with_training_state):
+        obj = {"config": model_config(args), "args": vars(args), "model": model.state_dict(), "state": state}
+        if with_training_state:
+            obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state())
+        save_atomic(obj, path)
+
+    if not os.path.exists(last_path):
+        checkpoint(last_path, True)
+    print(f"{args.arch} {args.size if ARCHS[args.arch]['sized'] else ''} F={args.filters}: {params:,} parameters; "
+          f"{len(train_ds)} training / {len(val_ds)} validation tiles of {args.tile}px on {device}")
+    log_path = os.path.join(out, "log.csv")
+    try:
+        for epoch in range(state["epoch"], args.epochs):
+            start = time.perf_counter()
+            train_ds.set_epoch(epoch)
+            shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+            loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=shuffle,
+                                                 num_workers=args.workers, pin_memory=device.type == "cuda")
+            train_loss = train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch)
+            val_loss, val_iou = validate(model, val_loader, args, device)
+            scheduler.epoch_end(val_loss)
+            seconds = time.perf_counter() - start
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_iou_f": val_iou,
+                   "lr": scheduler.lr, "seconds": seconds}
+            state["history"].append(row)
+            state["epoch"], state["train_seconds"] = epoch + 1, state["train_seconds"] + seconds
+            if val_loss < state["best_val"]:
+                state["best_val"], state["best_epoch"] = val_loss, epoch + 1
+                checkpoint(best_path, False)
+            checkpoint(last_path, True)
+            with open(log_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerows(state["history"])
+            print(f"epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                  + ("" if args.pretext else f"val IoU_F {val_iou:.3f}  ") + f"{seconds:.1f}s", flush=True)
+            if epoch + 1 - state["best_epoch"] >= args.patience:
+                print(f"early stopping: no better validation loss for {args.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {last_path} holds epoch {state['epoch']}; continue with "
+              f"python train.py --out {out} --resume", file=sys.stderr)
+        raise
+    except NonFiniteLoss as exc:
+        raise RunError(f"{exc}; training stopped and {last_path} keeps epoch {state['epoch']}; "
+                       "try a lower --lr or --no-amp") from None
+
+    if not os.path.exists(best_path):  # no epoch ran (e.g. --epochs 0): the starting weights are the best
+        checkpoint(best_path, False)
+    # Early stopping restores the best weights (§4.3.2) before the test evaluation.
+    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
+    draw_curves(state["history"] or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan,
+                                      "val_iou_f": math.nan}], os.path.join(out, "curves.png"), args.pretext)
+    metrics, probs = evaluate(model, args, datasets, device)
+    if probs is not None:
+        for i in range(min(3, len(probs))):
+            save_overlay(datasets["test"][0][i], probs[i], datasets["test"][1][i], os.path.join(out, f"pred_{i}.png"))
+    ms_mean, ms_std = time_inference(model, args, device, side=args.tile)
+    results = {"arch": args.arch, "size": args.size if ARCHS[args.arch]["sized"] else None, "filters": args.filters,
+               "params": params, "params_with_bn_statistics": params_keras,
+               "thesis_params_millions": THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters)),
+               "task": "pretext" if args.pretext else "segmentation", "epochs_run": state["epoch"],
+               "best_epoch": state["best_epoch"], "train_seconds": round(state["train_seconds"], 2),
+               "val_loss_before": state.get("val_loss_before"), "best_val_loss": state["best_val"], **metrics,
+               "inference_ms_per_patch": ms_mean, "inference_ms_std": ms_std, "inference_patch": args.tile,
+               "device": str(device), "args": vars(args)}
+    save_atomic(results, os.path.join(out, "results.json"))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Train and evaluate U-Net / UNETR-2D / YNETR-2D for mitochondria "
+                                "segmentation (thesis §4.3). Without --data: a demo on built-in synthetic EM data.")
+    p.add_argument("--arch", choices=list(ARCHS), default="unetr2d", help="network (Tables 5.1-5.4, App. A)")
+    p.add_argument("--size", choices=["mini", "small", "base"], default="mini", help="transformer size (Table 5.3)")
+    p.add_argument("--filters", type=int, help="initial filters F (default: 16 U-Net family, 32 others; Table 5.2)")
+    p.add_argument("--data", help="folder with train/x, train/y, test/x, test/y (Lucchi++ / Kasthuri++ layout)")
+    p.add_argument("--out", help="output folder (default runs/<arch>-<size>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate a best.pt/last.pt on the test split and exit")
+    p.add_argument("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
+    p.add_argument("--bench", action="store_true", help="print parameters and inference ms per patch of every model")
+    g = p.add_argument_group("training (defaults: §4.3.2 with --data, the demo preset without)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--patience", type=int, help="early-stopping patience on validation loss")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--tile", type=int, help="training tile and transformer input side (256 in the thesis)")
+    g.add_argument("--loss", choices=["bce", "bce_dice"], default="bce", help="App. B")
+    g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw", help="App. B")
+    g.add_argument("--scheduler", choices=["cosine", "onecycle", "plateau", "none"], default="cosine", help="App. B")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no rotations/flips (Table 5.1 row 1)")
+    g.add_argument("--alpha", type=float, default=0.5, help="Attention Y-Net weight of the MSE term (App. A Eq. 1)")
+    g.add_argument("--pretext", help="self-supervised denoising with these degradations, comma separated "
+                   f"(§3.3): {', '.join(degrade.DEGRADATIONS)}")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--repeats", type=int, default=1, help="runs with seeds seed..seed+N-1; mean ± std (§5)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 0 on CPU, 4 on GPU)")
+    g.add_argument("--progress", action="store_true", help="show the per-epoch bar even when not on a terminal")
+    m = p.add_argument_group("model knobs (default: the thesis's best for the arch, Table 5.1 / App. B)")
+    m.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None)
+    m.add_argument("--no-batch-norm", dest="batch_norm", action="store_false")
+    m.add_argument("--dropout", type=float, nargs="+", help="one rate, or one per level incl. bottleneck")
+    m.add_argument("--activation", choices=["relu", "elu", "gelu"])
+    m.add_argument("--init", help="glorot_uniform | he_normal, or a checkpoint to start from (§3.3)")
+    m.add_argument("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1 last row)")
+    m.add_argument("--train-images", type=int, help=argparse.SUPPRESS)
+    m.add_argument("--test-images", type=int, help=argparse.SUPPRESS)
+    m.add_argument("--image-side", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    preset = PROTOCOL if args.data else DEMO
+    for key, value in preset.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.filters = ARCHS[args.arch]["filters"] if args.filters is None else args.filters
+    args.pretext = [n.strip() for n in args.pretext.split(",")] if args.pretext else None
+    args.init_checkpoint = None
+    if args.init and args.init not in ("glorot_uniform", "he_normal"):
+        if not os.path.isfile(args.init):
+            raise RunError(f"--init {args.init}: no such checkpoint file, and not glorot_uniform or he_normal")
+        args.init_checkpoint = args.init
+    if args.pretext:
+        unknown = [n for n in args.pretext if n not in degrade.DEGRADATIONS]
+        if unknown:
+            raise RunError(f"--pretext: unknown degradation {', '.join(unknown)}; "
+                           f"choose from {', '.join(degrade.DEGRADATIONS)}")
+    if args.tile % 16:
+        raise RunError(f"--tile {args.tile}: must be a multiple of 16 (the patch size, §2.2.5)")
+    return args
+
+
+def summary(args):
+    """Parameter count at the thesis's 256x256 input (the position embedding depends on it)."""
+    kw = model_kwargs(args)
+    if ARCHS[args.arch]["sized"]:
+        kw["img_size"] = 256
+    model = build_model(args.arch, args.size, args.filters, **kw)
+    params, keras = count_parameters(model)
+    thesis = THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters))
+    name = f"{args.arch}" + (f" {args.size}" if ARCHS[args.arch]["sized"] else "") + f" F={args.filters}"
+    print(f"{name}: {params:,} trainable parameters ({keras:,} with BatchNorm running statistics)")
+    if thesis:
+        print(f"thesis: {thesis}M (Tables 5.2/5.4); ours {params / 1e6:.3g}M, {100 * (params / 1e6 / thesis - 1):+.2f}%")
+    else:
+        print("thesis: no parameter count reported for this configuration")
+
+
+def bench(args, device):
+    """Parameters and inference time per 256x256 patch of every model (Tables 5.2 and 5.4)."""
+    rows = [("unet", None, 16), ("attention_unet", None, 16), ("attention_ynet", None, 32)]
+    rows += [(a, s, 32) for a in ("unetr2d", "ynetr2d") for s in ("mini", "small", "base")]
+    rows += [("unetr2d", "base", f) for f in (8, 16, 64)]
+    thesis_ms = {("unet", None, 16): "2.9 ± 1.1", ("attention_unet", None, 16): "2.9 ± 1.1",
+                 ("unetr2d", "mini", 32): "4.7 ± 3.8", ("unetr2d", "small", 32): "5.4 ± 4.8",
+                 ("unetr2d", "base", 32): "7.4 ± 7.7", ("ynetr2d", "mini", 32): "5.3 ± 4.9",
+                 ("ynetr2d", "small", 32): "6.1 ± 5.8", ("ynetr2d", "base", 32): "8.4 ± 7.2",
+                 ("unetr2d", "base", 8): "6.5 ± 7.5", ("unetr2d", "base", 16): "6.8 ± 7.7",
+                 ("unetr2d", "base", 64): "10 ± 7.4"}
+    print(f"inference per 256x256 patch, batch 1, on {device}" + (" (bf16 autocast)" if args.amp else ""))
+    print(f"| model | F | params (ours) | params (thesis) | ms (ours) | ms (thesis, RTX 3090) |")
+    print("|---|---|---|---|---|---|")
+    for arch, size, filters in rows:
+        model = build_model(arch, size, filters, **({"img_size": 256} if ARCHS[arch]["sized"] else {})).to(device)
+        mean, std = time_inference(model, args, device, side=256)
+        thesis = THESIS_PARAMS.get((arch, size, filters))
+        print(f"| {arch}{' ' + size if size else ''} | {filters} | {count_parameters(model)[0] / 1e6:.3f}M | "
+              f"{f'{thesis}M' if thesis else '-'} | {mean:.2f} ± {std:.2f} | {thesis_ms.get((arch, size, filters), '-')} |",
+              flush=True)
+
+
+def prepare_out(args):
+    out = args.out or os.path.join("runs", f"{args.arch}-{args.size if ARCHS[args.arch]['sized'] else 'cnn'}-"
+                                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        if not os.path.isfile(os.path.join(out, "last.pt")):
+            raise RunError(f"--resume: {os.path.join(out, 'last.pt')} does not exist; name the run folder with --out")
+        return out
+    if os.path.isdir(out) and any(os.path.exists(os.path.join(out, f)) for f in
+                                  ("results.json", "last.pt", "best.pt", "summary.json", "seed-0")):
+        raise RunError(f"--out {out} already holds a run; choose another --out or add --resume to continue it")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def eval_only(args, device):
+    try:
+        ckpt = torch.load(args.eval_only, map_location="cpu", weights_only=False)
+        model = rebuild(ckpt).to(device)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"--eval-only {args.eval_only}: not a checkpoint written by train.py "
+                       f"({exc.__class__.__name__}); pass a run's best.pt or last.pt") from None
+    saved = argparse.Namespace(**ckpt["args"])
+    saved.data = args.data or saved.data  # evaluate on another data set (App. A, Table 1) if asked
+    datasets = load_datasets(saved)
+    metrics, _ = evaluate(model, saved, datasets, device)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.summary:
+            return summary(args)
+        device = pick_device(args.device)
+        if args.workers is None:
+            args.workers = 4 if device.type == "cuda" else 0
+        if args.bench:
+            return bench(args, device)
+        if args.eval_only:
+            return eval_only(args, device)
+        out = prepare_out(args)
+        if args.resume:
+            saved = torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)["args"]
+            args = argparse.Namespace(**{**saved, "resume": True, "device": args.device, "workers": args.workers})
+        mode = f"--data {args.data}: thesis protocol" if args.data else "demo on built-in synthetic EM data"
+        print(f"device: {device} ({'picked automatically' if args.device == 'auto' else 'as asked'}); {mode}")
+        if not args.data:
+            print(f"demo preset: {args.train_images} train / {args.test_images} test synthetic images of "
+                  f"{args.image_side}px, tiles {args.tile}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr} "
+                  "(the thesis protocol runs with --data DIR)")
+        if args.repeats == 1:
+            results = train_run(args, device, out)
+            report(args, [results], out)
+            return results
+        runs = []
+        for k in range(args.repeats):
+            seed_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k})
+            seed_out = os.path.join(out, f"seed-{k}")
+            os.makedirs(seed_out, exist_ok=True)
+            runs.append(train_run(seed_args, device, seed_out))
+        report(args, runs, out)
+        return runs
+    except (data.DataError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def report(args, runs, out):
+    """Final lines: test numbers (mean ± std over repetitions, as §5), the thesis's beside them."""
+    key = "test_mse" if args.pretext else "test_iou_f"
+    values = np.array([r[key] for r in runs])
+    line = f"test {key[5:]}: {values.mean():.4f}" + (f" ± {values.std():.4f} over {len(runs)} runs" if len(runs) > 1 else "")
+    if not args.pretext:
+        line += (f"   (pooled IoU_F {np.mean([r['test_iou_f_global'] for r in runs]):.4f}, "
+                 f"Dice {np.mean([r['test_dice'] for r in runs]):.4f})")
+    print(line)
+    name = os.path.basename(os.path.normpath(args.data or "")).lower()
+    for dataset, table in THESIS_IOU.items():
+        thesis = table.get((args.arch, args.size if ARCHS[args.arch]["sized"] else None))
+        if dataset in name and thesis and not args.pretext:
+            print(f"thesis (Table 5.4, {dataset}): IoU_F {thesis}")
+    print(f"inference {runs[0]['inference_ms_per_patch']:.2f} ± {runs[0]['inference_ms_std']:.2f} ms per "
+          f"{args.tile}x{args.tile} patch on {runs[0]['device']}; outputs in {out}")
+    if len(runs) > 1:
+        save_atomic({key: values.tolist(), "mean": float(values.mean()), "std": float(values.std()),
+                     "args": vars(args)}, os.path.join(out, "summary.json"))
+    if not args.data:
+        print("real data: python train.py --data DIR  (DIR/train/x, train/y, test/x, test/y; Lucchi++ / Kasthuri++)")
+
+
+if __name__ == "__main__":
+    main()
