@@ -1,0 +1,454 @@
+"""Tests for data.py: loader round trips and errors, tiling, validation split, augmentation,
+TileDataset reproducibility and the synthetic EM set (SPEC §1, §7). Generated data only."""
+import math
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import data
+
+
+def _save(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)                           # bool arrays give 1-bit images
+
+
+def _save_stack(path, arrays):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pages = [Image.fromarray(a) for a in arrays]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+
+
+def _random_set(n=3, h=20, w=24, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
+    masks = (rng.random((n, h, w)) < 0.3).astype(np.uint8)
+    return images, masks
+
+
+def _write_slices(root, split, images, masks, ext_x=".png", ext_y=".png"):
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        _save(os.path.join(root, split, "x", f"slice_{i:02d}{ext_x}"), image)
+        _save(os.path.join(root, split, "y", f"label_{i:02d}{ext_y}"), mask * 255)
+
+
+# ---------------------------------------------------------------- loader round trips
+
+def test_per_slice_png_round_trip(tmp_path):
+    images, masks = _random_set()
+    _write_slices(str(tmp_path), "train", images, masks)
+    x, y = data.load_split(str(tmp_path), "train")
+    assert x.dtype == np.uint8 and y.dtype == np.uint8
+    np.testing.assert_array_equal(x, images)
+    np.testing.assert_array_equal(y, masks)
+
+
+def test_per_slice_tiff_sorted_by_name_and_case_insensitive(tmp_path):
+    images, masks = _random_set(n=4, seed=1)
+    root = str(tmp_path)
+    names = ["b.TIF", "a.tiff", "d.Tif", "c.tif"]               # sorted: a, b, c, d
+    for name, image, mask in zip(names, images, masks):
+        _save(os.path.join(root, "test", "x", name), image)
+        _save(os.path.join(root, "test", "y", name), mask.astype(bool))  # 1-bit masks
+    assert Image.open(os.path.join(root, "test", "y", names[0])).mode == "1"
+    x, y = data.load_split(root, "test")
+    order = np.argsort(names)
+    np.testing.assert_array_equal(x, images[order])
+    np.testing.assert_array_equal(y, masks[order])
+
+
+def test_multipage_tiff_stacks(tmp_path):
+    images, masks = _random_set(n=5, seed=2)
+    root = str(tmp_path)
+    _save_stack(os.path.join(root, "train", "x", "volume.tif"), images)
+    _save_stack(os.path.join(root, "train", "y", "labels.tif"), masks * 255)
+    x, y = data.load_split(root, "train")
+    np.testing.assert_array_equal(x, images)
+    np.testing.assert_array_equal(y, masks)
+
+
+def test_antialiased_masks_any_nonzero_is_foreground(tmp_path):
+    images, _ = _random_set(n=2, seed=3)
+    rng = np.random.default_rng(3)
+    soft = rng.choice(np.array([0, 0, 0, 1, 37, 128, 254, 255], np.uint8), size=images.shape)
+    root = str(tmp_path)
+    for i in range(2):
+        _save(os.path.join(root, "train", "x", f"{i}.tif"), images[i])
+        _save(os.path.join(root, "train", "y", f"{i}.png"), soft[i])
+    _, y = data.load_split(root, "train")
+    np.testing.assert_array_equal(y, (soft > 0).astype(np.uint8))
+
+
+def test_16bit_images_divided_by_257_with_one_warning(tmp_path):
+    rng = np.random.default_rng(4)
+    deep = rng.integers(0, 65536, size=(3, 16, 16)).astype(np.uint16)
+    _, masks = _random_set(n=3, h=16, w=16)
+    root = str(tmp_path)
+    for i in range(3):
+        _save(os.path.join(root, "train", "x", f"{i}.png"), deep[i])
+        _save(os.path.join(root, "train", "y", f"{i}.png"), masks[i] * 255)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, _ = data.load_split(root, "train")
+    expected = np.floor(deep.astype(np.float64) / 257 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(x, expected)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "16-bit" in messages[0] and "train" in messages[0]
+
+
+def test_rgb_images_to_luminance_with_warning(tmp_path):
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, size=(2, 12, 14, 3), dtype=np.uint8)
+    _, masks = _random_set(n=2, h=12, w=14)
+    root = str(tmp_path)
+    for i in range(2):
+        _save(os.path.join(root, "train", "x", f"{i}.png"), rgb[i])
+        _save(os.path.join(root, "train", "y", f"{i}.png"), masks[i] * 255)
+    with pytest.warns(UserWarning, match="luminance"):
+        x, _ = data.load_split(root, "train")
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # ITU-R 601-2
+    assert np.abs(x.astype(np.float64) - luma).max() <= 1.0
+
+
+def test_masks_false_needs_no_y_folder(tmp_path):
+    images, _ = _random_set(n=2)
+    for i in range(2):
+        _save(os.path.join(str(tmp_path), "train", "x", f"{i}.png"), images[i])
+    x, y = data.load_split(str(tmp_path), "train", masks=False)
+    assert y is None
+    np.testing.assert_array_equal(x, images)
+
+
+# ---------------------------------------------------------------- loader errors
+
+def _error(root, split="train", masks=True):
+    with pytest.raises(data.DataError) as info:
+        data.load_split(root, split, masks=masks)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_error_missing_folder(tmp_path):
+    images, masks = _random_set(n=2)
+    _write_slices(str(tmp_path), "train", images, masks)
+    message = _error(str(tmp_path), "test")
+    assert os.path.join(str(tmp_path), "test", "x") in message and "not found" in message
+    message = _error(str(tmp_path / "nowhere"))
+    assert "nowhere" in message and "not found" in message
+
+
+def test_error_empty_folder(tmp_path):
+    os.makedirs(tmp_path / "train" / "x")
+    (tmp_path / "train" / "x" / "notes.txt").write_text("not an image")
+    message = _error(str(tmp_path))
+    assert os.path.join(str(tmp_path), "train", "x") in message and "no image files" in message
+
+
+def test_error_different_counts(tmp_path):
+    images, masks = _random_set(n=3)
+    _write_slices(str(tmp_path), "train", images, masks)
+    os.remove(tmp_path / "train" / "y" / "label_02.png")
+    message = _error(str(tmp_path))
+    assert os.path.join(str(tmp_path), "train", "x") in message
+    assert os.path.join(str(tmp_path), "train", "y") in message
+    assert "3 images" in message and "2 masks" in message
+
+
+def test_error_image_and_mask_sizes(tmp_path):
+    images, masks = _random_set(n=2, h=20, w=24)
+    _write_slices(str(tmp_path), "train", images, masks)
+    _save(str(tmp_path / "train" / "y" / "label_01.png"), np.zeros((20, 23), np.uint8))
+    message = _error(str(tmp_path))
+    assert "label_01.png" in message and "slice_01.png" in message
+    assert "20x23" in message and "20x24" in message
+
+
+@pytest.mark.parametrize("content", [b"definitely not a picture" * 4, "truncated"])
+def test_error_corrupt_file(tmp_path, content):
+    images, masks = _random_set(n=3)
+    _write_slices(str(tmp_path), "train", images, masks)
+    bad = tmp_path / "train" / "x" / "slice_01.png"
+    if content == "truncated":
+        content = bad.read_bytes()[:len(bad.read_bytes()) // 2]
+    bad.write_bytes(content)
+    message = _error(str(tmp_path))
+    assert "slice_01.png" in message and "cannot read" in message
+
+
+def test_error_slices_of_different_sizes(tmp_path):
+    images, masks = _random_set(n=4, h=20, w=24)
+    _write_slices(str(tmp_path), "train", images, masks)
+    _save(str(tmp_path / "train" / "x" / "slice_02.png"), np.zeros((18, 24), np.uint8))
+    _save(str(tmp_path / "train" / "y" / "label_02.png"), np.zeros((18, 24), np.uint8))
+    message = _error(str(tmp_path))
+    assert "slice_02.png" in message and "18x24" in message and "20x24" in message
+    assert "slice_00" not in message
+    _save(str(tmp_path / "train" / "x" / "slice_02.png"), images[2])
+    _save(str(tmp_path / "train" / "y" / "label_02.png"), masks[2])
+    _save(str(tmp_path / "train" / "x" / "slice_00.png"), np.zeros((18, 24), np.uint8))
+    _save(str(tmp_path / "train" / "y" / "label_00.png"), np.zeros((18, 24), np.uint8))
+    message = _error(str(tmp_path), masks=False)             # the odd one out, even when first
+    assert "slice_00.png" in message and "slice_01" not in message
+
+
+# ---------------------------------------------------------------- padding and tiles
+
+def _mirror_reference(size, before, after):
+    """Indices of NumPy's 'symmetric' padding written out by hand (edge pixel repeated)."""
+    out = []
+    for i in range(-before, size + after):
+        while i < 0 or i >= size:
+            i = -i - 1 if i < 0 else 2 * size - 1 - i
+        out.append(i)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("size, multiple, expected",
+                         [(768, 256, (0, 0)), (1024, 256, (0, 0)), (5, 4, (2, 1)),
+                          (1463, 256, (37, 36)), (1613, 256, (90, 89)), (3, 8, (3, 2))])
+def test_padding_for(size, multiple, expected):
+    assert data.padding_for(size, multiple) == expected
+
+
+def test_pad_to_multiple_matches_symmetric_padding():
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 256, size=(2, 13, 7), dtype=np.uint8)
+    padded = data.pad_to_multiple(stack, 8)
+    rows, cols = _mirror_reference(13, 2, 1), _mirror_reference(7, 1, 0)
+    np.testing.assert_array_equal(padded, stack[:, rows][:, :, cols])
+    np.testing.assert_array_equal(padded, np.pad(stack, ((0, 0), (2, 1), (1, 0)), "symmetric"))
+    np.testing.assert_array_equal(data.pad_to_multiple(stack[0], 8), padded[0])  # (H, W) too
+    np.testing.assert_array_equal(data.pad_to_multiple(stack, 1), stack)           # no-op
+    square = rng.random((16, 32))
+    np.testing.assert_array_equal(data.pad_to_multiple(square, 16), square)
+
+
+def test_lucchi_slices_give_12_tiles_that_reassemble():
+    stack = np.arange(2 * 768 * 1024, dtype=np.int64).reshape(2, 768, 1024)
+    tiles = data.extract_tiles(stack, 256)
+    assert tiles.shape == (24, 256, 256)
+    for k, tile in enumerate(tiles):
+        s, r, c = k // 12, (k % 12) // 4, k % 4                 # row-major per slice
+        np.testing.assert_array_equal(tile, stack[s, r * 256:(r + 1) * 256, c * 256:(c + 1) * 256])
+
+
+def test_tiles_of_padded_slices_reassemble():
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 256, size=(3, 50, 70), dtype=np.uint8)
+    tiles = data.extract_tiles(stack, 32)
+    padded = data.pad_to_multiple(stack, 32)                    # (3, 64, 96)
+    assert tiles.shape == (3 * 2 * 3, 32, 32)
+    rebuilt = tiles.reshape(3, 2, 3, 32, 32).transpose(0, 1, 3, 2, 4).reshape(3, 64, 96)
+    np.testing.assert_array_equal(rebuilt, padded)
+
+
+# ---------------------------------------------------------------- validation split
+
+@pytest.mark.parametrize("n", [2, 7, 30, 1980])
+def test_split_validation(n):
+    train, val = data.split_validation(n, 0.1, seed=3)
+    assert len(np.intersect1d(train, val)) == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(n))
+    assert len(val) == max(1, math.ceil(round(0.1 * n, 6)))
+    again = data.split_validation(n, 0.1, seed=3)
+    np.testing.assert_array_equal(again[1], val)
+    if n >= 30:
+        assert not np.array_equal(data.split_validation(n, 0.1, seed=4)[1], val)
+
+
+def test_split_validation_single_item():
+    train, val = data.split_validation(1, 0.1)
+    assert list(train) == [0] and len(val) == 0
+
+
+# ---------------------------------------------------------------- rotation and augmentation
+
+def test_rotate_zero_is_identity():
+    rng = np.random.default_rng(0)
+    image = rng.random((9, 14)).astype(np.float32)
+    np.testing.assert_allclose(data.rotate(image, 0.0, order=1), image, atol=1e-6)
+    mask = (image > 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(data.rotate(mask, 0.0, order=0), mask)
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_rotate_90_is_rot90_counter_clockwise(size):
+    rng = np.random.default_rng(size)
+    image = rng.random((size, size)).astype(np.float32)
+    np.testing.assert_allclose(data.rotate(image, 90, order=1), np.rot90(image, 1), atol=1e-5)
+    np.testing.assert_allclose(data.rotate(image, -90, order=1), np.rot90(image, -1), atol=1e-5)
+    mask = (image > 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(data.rotate(mask, 90, order=0), np.rot90(mask, 1))
+
+
+def test_rotate_180_twice_is_identity():
+    rng = np.random.default_rng(1)
+    image = rng.random((11, 16)).astype(np.float32)
+    twice = data.rotate(data.rotate(image, 180, order=1), 180, order=1)
+    np.testing.assert_allclose(twice, image, atol=1e-5)
+
+
+def test_rotate_bilinear_is_exact_on_a_ramp():
+    """Bilinear interpolation reproduces a linear function wherever no fill is needed."""
+    height, width, angle = 21, 30, 33.0
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    ramp = 0.3 * rows - 0.7 * cols + 2.0
+    out = data.rotate(ramp.astype(np.float32), angle, order=1)
+    t = math.radians(angle)
+    v, u = rows - (height - 1) / 2, cols - (width - 1) / 2
+    src_r = math.sin(t) * u + math.cos(t) * v + (height - 1) / 2   # counter-clockwise on screen
+    src_c = math.cos(t) * u - math.sin(t) * v + (width - 1) / 2
+    inside = (src_r >= 0) & (src_r <= height - 1) & (src_c >= 0) & (src_c <= width - 1)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(out[inside], (0.3 * src_r - 0.7 * src_c + 2.0)[inside], atol=1e-4)
+
+
+def test_rotate_fill_is_symmetric_mirror():
+    """Reflect fill equals rotating a copy padded with NumPy 'symmetric' padding, then cropping."""
+    rng = np.random.default_rng(2)
+    image = rng.random((20, 20)).astype(np.float32)
+    big = np.pad(image, 12, mode="symmetric")
+    for angle in (37.0, -128.0):
+        expected = data.rotate(big, angle, order=1)[12:-12, 12:-12]
+        np.testing.assert_allclose(data.rotate(image, angle, order=1), expected, atol=1e-5)
+        mask = (image > 0.5).astype(np.uint8)
+        expected = data.rotate(np.pad(mask, 12, mode="symmetric"), angle, order=0)[12:-12, 12:-12]
+        np.testing.assert_array_equal(data.rotate(mask, angle, order=0), expected)
+
+
+def test_rotate_nearest_keeps_mask_values():
+    mask = (np.random.default_rng(3).random((32, 32)) < 0.4).astype(np.uint8)
+    out = data.rotate(mask, 23.0, order=0)
+    assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 1}
+
+
+def test_augment_pair_same_geometry_for_image_and_mask():
+    rng = np.random.default_rng(4)
+    blocks = rng.random((8, 8)) > 0.5                           # coarse shapes, no symmetry
+    image = np.kron(blocks, np.ones((8, 8))).astype(np.uint8) * 200 + 20  # (64, 64) uint8
+    mask = (image > 100).astype(np.uint8)
+    moved = 0
+    for seed in range(12):
+        x, y = data.augment_pair(image, mask, np.random.default_rng(seed))
+        assert x.dtype == np.float32 and x.shape == image.shape and 0 <= x.min() <= x.max() <= 1
+        assert y.dtype == np.uint8 and set(np.unique(y)) <= {0, 1}
+        assert ((x > 110 / 255) == y.astype(bool)).mean() > 0.97
+        moved += (y != mask).mean() > 0.1
+    assert moved >= 8                                           # it does transform
+
+
+# ---------------------------------------------------------------- TileDataset
+
+def _tiles(n=4, t=32, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, t, t), dtype=np.uint8)
+    return images, (images > 128).astype(np.uint8)
+
+
+def test_tile_dataset_without_augmentation_returns_scaled_tiles():
+    images, masks = _tiles()
+    x, y = data.TileDataset(images, masks)[2]
+    assert x.shape == (1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.float32
+    np.testing.assert_allclose(x[0].numpy(), images[2] / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y[0].numpy(), masks[2])
+
+
+def test_tile_dataset_reproducible_per_seed_epoch_index():
+    images, masks = _tiles()
+    images[1], masks[1] = images[0], masks[0]                   # identical tiles at 0 and 1
+    a = data.TileDataset(images, masks, augment=True, seed=7)
+    b = data.TileDataset(images, masks, augment=True, seed=7)
+    for i in range(4):
+        torch.testing.assert_close(a[i], b[i], rtol=0, atol=0)
+        torch.testing.assert_close(a[i], a[i], rtol=0, atol=0)
+    assert not torch.equal(a[0][0], a[1][0])                    # the index feeds the generator
+    first = a[0]
+    a.set_epoch(1)
+    assert not torch.equal(a[0][0], first[0])                   # the epoch feeds it too
+    a.set_epoch(0)
+    torch.testing.assert_close(a[0], first, rtol=0, atol=0)     # resumable
+    assert not torch.equal(data.TileDataset(images, masks, augment=True, seed=8)[0][0], first[0])
+
+
+def test_tile_dataset_same_in_dataloader_workers():
+    images, masks = _tiles(n=6)
+    ds = data.TileDataset(images, masks, augment=True, seed=2)
+    ds.set_epoch(3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    x = torch.cat([batch[0] for batch in loader])
+    torch.testing.assert_close(x, torch.stack([ds[i][0] for i in range(6)]), rtol=0, atol=0)
+
+
+def test_tile_dataset_denoising_pairs():
+    images, _ = _tiles()
+
+    def invert_and_noise(image, rng):                           # uint8 in, uint8 out
+        noisy = 255.0 - image + rng.normal(0, 3, image.shape)
+        return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+    ds = data.TileDataset(images, augment=True, seed=1, degrade=invert_and_noise)
+    degraded, clean = ds[3]
+    assert degraded.shape == clean.shape == (1, 32, 32)
+    assert torch.all((clean * 255 - torch.round(clean * 255)).abs() < 1e-4)  # clean is uint8/255
+    assert (degraded - (1 - clean)).abs().mean() < 0.03         # degrade saw the augmented tile
+    torch.testing.assert_close(ds[3], (degraded, clean), rtol=0, atol=0)
+    plain = data.TileDataset(images, degrade=invert_and_noise)[3][1]
+    np.testing.assert_allclose(plain[0].numpy(), images[3] / 255.0, atol=1e-7)
+
+
+# ---------------------------------------------------------------- synthetic EM
+
+def test_best_threshold_iou_matches_brute_force():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, 20, 20), dtype=np.uint8)
+    masks = ((images < 90) ^ (rng.random(images.shape) < 0.1)).astype(np.uint8)
+    brute = 0.0
+    for t in range(256):
+        for predicted in (images <= t, images >= t):
+            tp = (predicted & (masks == 1)).sum()
+            brute = max(brute, tp / (predicted | (masks == 1)).sum())
+    assert data.best_threshold_iou(images, masks) == pytest.approx(brute)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return {d: data.synthetic_em(3, 256, 256, seed=0, domain=d) for d in ("a", "b")}
+
+
+def test_synthetic_em_shapes_and_foreground(synthetic):
+    for images, masks in synthetic.values():
+        assert images.shape == masks.shape == (3, 256, 256)
+        assert images.dtype == masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 1}
+        fraction = masks.mean(axis=(1, 2))
+        assert np.all((fraction >= 0.04) & (fraction <= 0.20)), fraction
+
+
+def test_synthetic_em_not_solvable_by_threshold(synthetic):
+    for images, masks in synthetic.values():
+        assert data.best_threshold_iou(images, masks) < 0.5
+        # mitochondria are darker than average, so the dark polarity is the one that nearly works
+        assert images[masks == 1].mean() < images[masks == 0].mean()
+
+
+def test_synthetic_em_reproducible(synthetic):
+    images, masks = data.synthetic_em(2, 256, 256, seed=0, domain="a")
+    np.testing.assert_array_equal(images, synthetic["a"][0][:2])  # a prefix of the longer set
+    np.testing.assert_array_equal(masks, synthetic["a"][1][:2])
+    other, _ = data.synthetic_em(1, 256, 256, seed=1, domain="a")
+    assert np.abs(other[0].astype(int) - images[0]).mean() > 10
+
+
+def test_synthetic_domains_differ(synthetic):
+    def stats(images):
+        x = images.astype(np.float64)
+        fine = np.abs(np.diff(x, axis=-1)).mean()               # pixel-to-pixel roughness
+        return x.mean(), x.std(), fine / x.std()
+    a, b = stats(synthetic["a"][0]), stats(synthetic["b"][0])
+    assert abs(a[0] - b[0]) > 10                                # brightness
+    assert a[1] > 1.1 * b[1]                                    # contrast
+    assert b[2] > 1.2 * a[2]                                    # noise relative to structure
