@@ -200,8 +200,9 @@ class Scheduler:
 # ----------------------------------------------------------------------------------------------
 # Settings. The thesis protocol (§4.3.2, App. B) for real data; a lighter preset for the demo.
 
-PROTOCOL = {"tile": 256, "epochs": 360, "patience": 60, "batch_size": 6, "lr": 1e-4, "weight_decay": 1e-5}
-DEMO = {"tile": 128, "epochs": 24, "patience": 24, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-5,
+PROTOCOL = {"tile": 256, "epochs": 360, "patience": 60, "batch_size": 6, "lr": 1e-4, "weight_decay": 1e-5,
+            "bn_momentum": 0.01}
+DEMO = {"tile": 128, "epochs": 40, "patience": 40, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5, "bn_momentum": 0.1,
         "train_images": 24, "test_images": 8, "image_side": 256}
 DEMO_DATA_SEED = 2022  # the synthetic train/test sets are the same for every run seed
 
@@ -476,6 +477,9 @@ def train_run(args, device, out):
     np.random.seed(args.seed)
     datasets = load_datasets(args)
     model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
+    for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = args.bn_momentum
     params, params_keras = count_parameters(model)
     degrade_fn = degrade.random_degradation(args.pretext) if args.pretext else None
     train_ds = data.TileDataset(*datasets["train"], augment=args.augment, seed=args.seed, degrade=degrade_fn)
@@ -594,6 +598,8 @@ def parse_args(argv):
     g.add_argument("--lr", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--tile", type=int, help="training tile and transformer input side (256 in the thesis)")
+    g.add_argument("--bn-momentum", type=float, help="BatchNorm running-average update (torch convention); "
+                   "0.01 = Keras's 0.99 of the thesis code")
     g.add_argument("--loss", choices=["bce", "bce_dice"], default="bce", help="App. B")
     g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw", help="App. B")
     g.add_argument("--scheduler", choices=["cosine", "onecycle", "plateau", "none"], default="cosine", help="App. B")
@@ -727,7 +733,8 @@ def main(argv=None):
         print(f"device: {device} ({'picked automatically' if args.device == 'auto' else 'as asked'}); {mode}")
         if not args.data:
             print(f"demo preset: {args.train_images} train / {args.test_images} test synthetic images of "
-                  f"{args.image_side}px, tiles {args.tile}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr} "
+                  f"{args.image_side}px, tiles {args.tile}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
+                  f"BatchNorm momentum {args.bn_momentum} "
                   "(the thesis protocol runs with --data DIR)")
         if args.repeats == 1:
             results = train_run(args, device, out)
