@@ -21,6 +21,7 @@ Shapes: B batch, T tile side, H x W slice.
 """
 import argparse
 import csv
+import inspect
 import json
 import math
 import os
@@ -105,16 +106,22 @@ def confusion(pred, mask):
     return int((pred & mask).sum()), int((pred & ~mask).sum()), int((~pred & mask).sum())
 
 
+def iou_from_counts(tp, fp, fn):
+    # Eq. 4.2: IoU_F = TP / (TP + FP + FN); an empty prediction of an empty mask scores 1
+    return 1.0 if tp + fp + fn == 0 else float(tp / (tp + fp + fn))
+
+
+def dice_from_counts(tp, fp, fn):
+    # Eq. 4.1: Dice = 2TP / (2TP + FP + FN)
+    return 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn))
+
+
 def iou_foreground(pred, mask):
-    # Eq. 4.2: IoU_F = TP / (TP + FP + FN); empty prediction of an empty mask scores 1
-    tp, fp, fn = confusion(pred, mask)
-    return 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
+    return iou_from_counts(*confusion(pred, mask))
 
 
 def dice_coefficient(pred, mask):
-    # Eq. 4.1: Dice = 2TP / (2TP + FP + FN)
-    tp, fp, fn = confusion(pred, mask)
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    return dice_from_counts(*confusion(pred, mask))
 
 
 def evaluate_stack(probs, masks, threshold=0.5):
@@ -123,9 +130,9 @@ def evaluate_stack(probs, masks, threshold=0.5):
     tp, fp, fn = np.sum([confusion(p, m) for p, m in zip(preds, masks)], axis=0)
     return {
         "test_iou_f": float(np.mean([iou_foreground(p, m) for p, m in zip(preds, masks)])),
-        "test_iou_f_global": 1.0 if tp + fp + fn == 0 else float(tp / (tp + fp + fn)),
+        "test_iou_f_global": iou_from_counts(tp, fp, fn),
         "test_dice": float(np.mean([dice_coefficient(p, m) for p, m in zip(preds, masks)])),
-        "test_dice_global": 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn)),
+        "test_dice_global": dice_from_counts(tp, fp, fn),
     }
 
 
@@ -202,8 +209,11 @@ class Scheduler:
 
 PROTOCOL = {"tile": 256, "epochs": 360, "patience": 60, "batch_size": 6, "lr": 1e-4, "weight_decay": 1e-5,
             "bn_momentum": 0.01}
-DEMO = {"tile": 128, "epochs": 40, "patience": 40, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5, "bn_momentum": 0.1,
+DEMO = {"tile": 128, "filters": 16, "batch_size": 4, "lr": 5e-4, "weight_decay": 1e-5, "bn_momentum": 0.1,
         "train_images": 24, "test_images": 8, "image_side": 256}
+# Demo epochs per arch, so that each demo takes about 7 minutes on a 2-core CPU (the CNN-heavy ones cost
+# about twice as much per epoch as UNETR-2D Mini, and the U-Net family also learns faster).
+DEMO_EPOCHS = {"unetr2d": 120, "ynetr2d": 60, "unet": 90, "attention_unet": 80, "attention_ynet": 55}
 DEMO_DATA_SEED = 2022  # the synthetic train/test sets are the same for every run seed
 
 
@@ -237,7 +247,10 @@ def model_kwargs(args):
     if ARCHS[args.arch]["sized"]:
         kw["img_size"] = args.tile
     kw = {k: v for k, v in kw.items() if v is not None}
-    accepted = ARCHS[args.arch]["cls"].__init__.__code__.co_varnames
+    cls = ARCHS[args.arch]["cls"]
+    accepted = set(inspect.signature(cls).parameters)
+    if "kwargs" in accepted:  # AttentionUNet(**kwargs) passes everything on to UNet
+        accepted |= set(inspect.signature(cls.__mro__[1]).parameters)
     for key in kw:
         if key not in accepted:
             raise RunError(f"--{key.replace('_', '-')} does not apply to --arch {args.arch}; drop the flag")
@@ -335,7 +348,7 @@ def validate(model, loader, args, device):
             pred, mask = (seg.float() > 0).cpu().numpy(), y.cpu().numpy() > 0.5  # logit > 0 <=> prob > 0.5
             a, b, c = confusion(pred, mask)
             tp, fp, fn = tp + a, fp + b, fn + c
-    iou = float("nan") if args.pretext else (1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn))
+    iou = float("nan") if args.pretext else iou_from_counts(tp, fp, fn)
     return loss_sum / max(count, 1), iou
 
 
@@ -400,19 +413,39 @@ def rebuild(checkpoint):
     return model
 
 
-def load_matching(model, path):
-    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match; report the rest."""
+def load_checkpoint(path, flag):
+    """torch.load with a one-line answer for anything that is not one of our checkpoints."""
     try:
-        source = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+            raise ValueError("no model and config inside")
+        return ckpt
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise RunError(f"--init {path}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
-                       "pass best.pt or last.pt of an earlier run, or glorot_uniform / he_normal") from None
+        raise RunError(f"{flag} {path}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
+                       "pass the best.pt or last.pt of an earlier run") from None
+
+
+def load_matching(model, path):
+    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match.
+
+    Returns (loaded, fresh): the names copied and the names left as initialised (a different
+    output head, another input size's position embedding, a layer the source lacks).
+    """
+    source = load_checkpoint(path, "--init")["model"]
     own = model.state_dict()
     loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
     own.update({k: source[k] for k in loaded})
     model.load_state_dict(own)
-    skipped = [k for k in own if k not in loaded]
-    return loaded, skipped
+    return loaded, [k for k in own if k not in loaded]
+
+
+def module_names(keys):
+    """'encoder.blocks.0.attn.q_proj.weight' -> 'encoder.blocks', grouped in first-seen order."""
+    groups = {}
+    for key in keys:
+        parts = key.split(".")
+        groups[".".join(parts[:2]) if len(parts) > 2 else parts[0]] = True
+    return ", ".join(groups)
 
 
 def draw_curves(history, path, pretext):
@@ -471,12 +504,24 @@ def evaluate(model, args, datasets, device):
     return evaluate_stack(probs, test_y), probs
 
 
+def finite_or_none(value):
+    """JSON has no NaN or infinity: write null instead."""
+    return value if value is None or math.isfinite(value) else None
+
+
 def train_run(args, device, out):
-    """One training run (one seed) into the folder `out`; returns its results dict."""
+    """One training run (one seed) into the folder `out`; returns its results dict.
+
+    `args.resume`: continue from out/last.pt, which holds the model, optimiser, schedule, history
+    and random state of the last finished epoch, so the curve goes on as if never interrupted.
+    """
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     datasets = load_datasets(args)
-    model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
+    try:
+        model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
+    except ValueError as exc:  # e.g. a dropout list of the wrong length
+        raise RunError(f"model settings: {exc}") from None
     for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = args.bn_momentum
@@ -484,32 +529,39 @@ def train_run(args, device, out):
     degrade_fn = degrade.random_degradation(args.pretext) if args.pretext else None
     train_ds = data.TileDataset(*datasets["train"], augment=args.augment, seed=args.seed, degrade=degrade_fn)
     val_ds = data.TileDataset(*datasets["val"], augment=False, seed=args.seed + 10_000, degrade=degrade_fn)
+    if len(val_ds) == 0:
+        raise RunError(f"{args.data or 'the demo data'} gives {len(train_ds)} training tile(s) of {args.tile}px; "
+                       "at least 2 are needed (10% go to validation): add slices or use a smaller --tile")
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size, num_workers=args.workers)
     steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     scheduler = Scheduler(optimizer, args.scheduler, args.lr, args.epochs * steps_per_epoch)
-    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0}
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0,
+             "stopped": False}
     last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
 
     if args.resume:
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(last_path, "--resume")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
         torch.set_rng_state(ckpt["rng"])
+        if ckpt.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         print(f"resuming {out} after epoch {state['epoch']}")
     elif args.init_checkpoint:
-        loaded, skipped = load_matching(model, args.init_checkpoint)
-        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors"
-              + (f"; kept fresh: {', '.join(skipped)}" if skipped else "; every tensor matched"))
+        loaded, fresh = load_matching(model, args.init_checkpoint)
+        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors ({module_names(loaded)})"
+              + (f"; kept as initialised: {', '.join(fresh)}" if fresh else "; every tensor matched"))
     if not args.resume:
         state["val_loss_before"] = validate(model, val_loader, args, device)[0]
 
     def checkpoint(path, with_training_state):
         obj = {"config": model_config(args), "args": vars(args), "model": model.state_dict(), "state": state}
         if with_training_state:
-            obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state())
+            obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state(),
+                       cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
         save_atomic(obj, path)
 
     if not os.path.exists(last_path):
@@ -518,7 +570,7 @@ def train_run(args, device, out):
           f"{len(train_ds)} training / {len(val_ds)} validation tiles of {args.tile}px on {device}")
     log_path = os.path.join(out, "log.csv")
     try:
-        for epoch in range(state["epoch"], args.epochs):
+        for epoch in range(state["epoch"], 0 if state["stopped"] else args.epochs):
             start = time.perf_counter()
             train_ds.set_epoch(epoch)
             shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
@@ -535,6 +587,8 @@ def train_run(args, device, out):
             if val_loss < state["best_val"]:
                 state["best_val"], state["best_epoch"] = val_loss, epoch + 1
                 checkpoint(best_path, False)
+            # Early stopping (§4.3.2): patience epochs with no better validation loss.
+            state["stopped"] = epoch + 1 - state["best_epoch"] >= args.patience
             checkpoint(last_path, True)
             with open(log_path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(row))
@@ -542,16 +596,18 @@ def train_run(args, device, out):
                 writer.writerows(state["history"])
             print(f"epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
                   + ("" if args.pretext else f"val IoU_F {val_iou:.3f}  ") + f"{seconds:.1f}s", flush=True)
-            if epoch + 1 - state["best_epoch"] >= args.patience:
+            if state["stopped"]:
                 print(f"early stopping: no better validation loss for {args.patience} epochs")
                 break
     except KeyboardInterrupt:
+        # last.pt is written at the end of every epoch: it holds the last finished one, the state a
+        # resumed run must start from to continue the same curve (a half epoch cannot be resumed).
         print(f"\ninterrupted: {last_path} holds epoch {state['epoch']}; continue with "
-              f"python train.py --out {out} --resume", file=sys.stderr)
+              f"python train.py --out {args.out_root} --resume", file=sys.stderr)
         raise
     except NonFiniteLoss as exc:
         raise RunError(f"{exc}; training stopped and {last_path} keeps epoch {state['epoch']}; "
-                       "try a lower --lr or --no-amp") from None
+                       "try a lower --lr") from None
 
     if not os.path.exists(best_path):  # no epoch ran (e.g. --epochs 0): the starting weights are the best
         checkpoint(best_path, False)
@@ -563,21 +619,36 @@ def train_run(args, device, out):
     if probs is not None:
         for i in range(min(3, len(probs))):
             save_overlay(datasets["test"][0][i], probs[i], datasets["test"][1][i], os.path.join(out, f"pred_{i}.png"))
-    ms_mean, ms_std = time_inference(model, args, device, side=args.tile)
     results = {"arch": args.arch, "size": args.size if ARCHS[args.arch]["sized"] else None, "filters": args.filters,
                "params": params, "params_with_bn_statistics": params_keras,
                "thesis_params_millions": THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters)),
                "task": "pretext" if args.pretext else "segmentation", "epochs_run": state["epoch"],
                "best_epoch": state["best_epoch"], "train_seconds": round(state["train_seconds"], 2),
-               "val_loss_before": state.get("val_loss_before"), "best_val_loss": state["best_val"], **metrics,
-               "inference_ms_per_patch": ms_mean, "inference_ms_std": ms_std, "inference_patch": args.tile,
-               "device": str(device), "args": vars(args)}
+               "val_loss_before": finite_or_none(state.get("val_loss_before")),
+               "best_val_loss": finite_or_none(state["best_val"]), **metrics,
+               **inference_numbers(model, args, device), "device": str(device), "args": vars(args)}
     save_atomic(results, os.path.join(out, "results.json"))
     return results
 
 
+def inference_numbers(model, args, device):
+    """Inference time per patch: 256x256 as Tables 5.2/5.4 (a transformer: its own input side)."""
+    side = args.tile if ARCHS[args.arch]["sized"] else 256
+    mean, std = time_inference(model, args, device, side=side)
+    return {"inference_ms_per_patch": mean, "inference_ms_std": std, "inference_patch": side}
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line.
+
+def positive(kind, minimum=1):
+    def convert(text):
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    return convert
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Train and evaluate U-Net / UNETR-2D / YNETR-2D for mitochondria "
@@ -592,12 +663,12 @@ def parse_args(argv):
     p.add_argument("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
     p.add_argument("--bench", action="store_true", help="print parameters and inference ms per patch of every model")
     g = p.add_argument_group("training (defaults: §4.3.2 with --data, the demo preset without)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--patience", type=int, help="early-stopping patience on validation loss")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--tile", type=int, help="training tile and transformer input side (256 in the thesis)")
+    g.add_argument("--epochs", type=positive(int, 0))
+    g.add_argument("--patience", type=positive(int), help="early-stopping patience on validation loss")
+    g.add_argument("--batch-size", type=positive(int))
+    g.add_argument("--lr", type=positive(float, 0.0))
+    g.add_argument("--weight-decay", type=positive(float, 0.0))
+    g.add_argument("--tile", type=positive(int, 16), help="training tile and transformer input side (256 in the thesis)")
     g.add_argument("--bn-momentum", type=float, help="BatchNorm running-average update (torch convention); "
                    "0.01 = Keras's 0.99 of the thesis code")
     g.add_argument("--loss", choices=["bce", "bce_dice"], default="bce", help="App. B")
@@ -608,10 +679,10 @@ def parse_args(argv):
     g.add_argument("--pretext", help="self-supervised denoising with these degradations, comma separated "
                    f"(§3.3): {', '.join(degrade.DEGRADATIONS)}")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--repeats", type=int, default=1, help="runs with seeds seed..seed+N-1; mean ± std (§5)")
+    g.add_argument("--repeats", type=positive(int), default=1, help="runs with seeds seed..seed+N-1; mean ± std (§5)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 0 on CPU, 4 on GPU)")
+    g.add_argument("--workers", type=positive(int, 0), help="DataLoader worker processes (default 0 on CPU, 4 on GPU)")
     g.add_argument("--progress", action="store_true", help="show the per-epoch bar even when not on a terminal")
     m = p.add_argument_group("model knobs (default: the thesis's best for the arch, Table 5.1 / App. B)")
     m.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None)
@@ -620,11 +691,14 @@ def parse_args(argv):
     m.add_argument("--activation", choices=["relu", "elu", "gelu"])
     m.add_argument("--init", help="glorot_uniform | he_normal, or a checkpoint to start from (§3.3)")
     m.add_argument("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1 last row)")
-    m.add_argument("--train-images", type=int, help=argparse.SUPPRESS)
-    m.add_argument("--test-images", type=int, help=argparse.SUPPRESS)
-    m.add_argument("--image-side", type=int, help=argparse.SUPPRESS)
+    m.add_argument("--train-images", type=positive(int), help=argparse.SUPPRESS)
+    m.add_argument("--test-images", type=positive(int), help=argparse.SUPPRESS)
+    m.add_argument("--image-side", type=positive(int, 16), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    preset = PROTOCOL if args.data else DEMO
+    demo = not (args.data or args.summary or args.bench or args.eval_only)  # the demo preset trains only
+    preset = {**DEMO, "epochs": DEMO_EPOCHS[args.arch]} if demo else PROTOCOL
+    if args.patience is None and demo:
+        args.patience = args.epochs or preset["epochs"]  # the demo is too short to stop early
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -684,38 +758,56 @@ def bench(args, device):
               flush=True)
 
 
-def prepare_out(args):
+RESUME_FLAGS = {"--out", "--resume", "--device", "--workers", "--progress"}
+
+
+def prepare_out(args, argv):
+    """The run folder. A new run needs a missing or empty folder (nothing a user has is overwritten);
+    --resume reloads the run's own arguments from its args.json."""
     out = args.out or os.path.join("runs", f"{args.arch}-{args.size if ARCHS[args.arch]['sized'] else 'cnn'}-"
                                            f"{time.strftime('%Y%m%d-%H%M%S')}")
+    saved_path = os.path.join(out, "args.json")
     if args.resume:
-        if not os.path.isfile(os.path.join(out, "last.pt")):
-            raise RunError(f"--resume: {os.path.join(out, 'last.pt')} does not exist; name the run folder with --out")
-        return out
-    if os.path.isdir(out) and any(os.path.exists(os.path.join(out, f)) for f in
-                                  ("results.json", "last.pt", "best.pt", "summary.json", "seed-0")):
-        raise RunError(f"--out {out} already holds a run; choose another --out or add --resume to continue it")
+        if not os.path.isfile(saved_path):
+            raise RunError(f"--resume: {saved_path} does not exist; name the folder of an earlier run with --out")
+        ignored = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - RESUME_FLAGS)
+        if ignored:
+            print(f"note: resuming with the run's own arguments; ignored {' '.join(ignored)}", file=sys.stderr)
+        with open(saved_path) as f:
+            saved = json.load(f)
+        return out, argparse.Namespace(**{**saved, "resume": True, "device": args.device, "workers": args.workers,
+                                          "progress": args.progress})
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise RunError(f"--out {out} already exists and is not empty; choose a new folder, "
+                       "or add --resume to continue the run in it")
     os.makedirs(out, exist_ok=True)
-    return out
+    save_atomic(vars(args), saved_path)
+    return out, args
 
 
 def eval_only(args, device):
-    try:
-        ckpt = torch.load(args.eval_only, map_location="cpu", weights_only=False)
-        model = rebuild(ckpt).to(device)
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"--eval-only {args.eval_only}: not a checkpoint written by train.py "
-                       f"({exc.__class__.__name__}); pass a run's best.pt or last.pt") from None
+    """Re-evaluate a checkpoint on its run's test split, or on `--data` (App. A, Table 1)."""
+    ckpt = load_checkpoint(args.eval_only, "--eval-only")
+    model = rebuild(ckpt).to(device)
     saved = argparse.Namespace(**ckpt["args"])
-    saved.data = args.data or saved.data  # evaluate on another data set (App. A, Table 1) if asked
+    saved.data = args.data or saved.data
+    saved.amp = args.amp
     datasets = load_datasets(saved)
     metrics, _ = evaluate(model, saved, datasets, device)
+    params, params_keras = count_parameters(model)
+    metrics.update(params=params, params_with_bn_statistics=params_keras, checkpoint=args.eval_only,
+                   data=saved.data, device=str(device), **inference_numbers(model, saved, device))
     print(json.dumps(metrics, indent=2))
+    if args.out:
+        out, _ = prepare_out(argparse.Namespace(**{**vars(args), "resume": False}), [])
+        save_atomic(metrics, os.path.join(out, "eval.json"))
     return metrics
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(argv)
         if args.summary:
             return summary(args)
         device = pick_device(args.device)
@@ -725,29 +817,28 @@ def main(argv=None):
             return bench(args, device)
         if args.eval_only:
             return eval_only(args, device)
-        out = prepare_out(args)
-        if args.resume:
-            saved = torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)["args"]
-            args = argparse.Namespace(**{**saved, "resume": True, "device": args.device, "workers": args.workers})
+        out, args = prepare_out(args, argv)
+        args.out_root = out
         mode = f"--data {args.data}: thesis protocol" if args.data else "demo on built-in synthetic EM data"
         print(f"device: {device} ({'picked automatically' if args.device == 'auto' else 'as asked'}); {mode}")
         if not args.data:
             print(f"demo preset: {args.train_images} train / {args.test_images} test synthetic images of "
-                  f"{args.image_side}px, tiles {args.tile}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
-                  f"BatchNorm momentum {args.bn_momentum} "
+                  f"{args.image_side}px, F={args.filters}, tiles {args.tile}, {args.epochs} epochs, batch "
+                  f"{args.batch_size}, lr {args.lr}, BatchNorm momentum {args.bn_momentum} "
                   "(the thesis protocol runs with --data DIR)")
-        if args.repeats == 1:
-            results = train_run(args, device, out)
-            report(args, [results], out)
-            return results
         runs = []
         for k in range(args.repeats):
-            seed_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k})
-            seed_out = os.path.join(out, f"seed-{k}")
-            os.makedirs(seed_out, exist_ok=True)
-            runs.append(train_run(seed_args, device, seed_out))
+            run_out = out if args.repeats == 1 else os.path.join(out, f"seed-{k}")
+            run_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k, "repeats": 1})
+            if args.resume and os.path.isfile(os.path.join(run_out, "results.json")):
+                with open(os.path.join(run_out, "results.json")) as f:
+                    runs.append(json.load(f))  # finished before the interruption
+                continue
+            run_args.resume = args.resume and os.path.isfile(os.path.join(run_out, "last.pt"))
+            os.makedirs(run_out, exist_ok=True)
+            runs.append(train_run(run_args, device, run_out))
         report(args, runs, out)
-        return runs
+        return runs[0] if args.repeats == 1 else runs
     except (data.DataError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -770,7 +861,7 @@ def report(args, runs, out):
         if dataset in name and thesis and not args.pretext:
             print(f"thesis (Table 5.4, {dataset}): IoU_F {thesis}")
     print(f"inference {runs[0]['inference_ms_per_patch']:.2f} ± {runs[0]['inference_ms_std']:.2f} ms per "
-          f"{args.tile}x{args.tile} patch on {runs[0]['device']}; outputs in {out}")
+          f"{runs[0]['inference_patch']}x{runs[0]['inference_patch']} patch on {runs[0]['device']}; outputs in {out}")
     if len(runs) > 1:
         save_atomic({key: values.tolist(), "mean": float(values.mean()), "std": float(values.std()),
                      "args": vars(args)}, os.path.join(out, "summary.json"))

@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,18 +109,36 @@ def _losses(out):
         return [(float(r["train_loss"]), float(r["val_loss"])) for r in csv.DictReader(f)]
 
 
-def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys):
-    out = _run(tmp_path, "run", "--epochs", "2")
-    for name in ("results.json", "log.csv", "best.pt", "last.pt", "curves.png", "pred_0.png", "pred_1.png"):
+def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys, monkeypatch):
+    # Make epoch 2 the best and epoch 3 worse, so that best.pt and last.pt differ.
+    original, calls = train.validate, {"n": 0}
+
+    def scripted_validate(*a, **k):
+        loss, iou = original(*a, **k)
+        calls["n"] += 1  # call 1 is before training
+        return {1: 0.5, 2: 0.9, 3: 0.1, 4: 0.7}.get(calls["n"], loss), iou
+
+    monkeypatch.setattr(train, "validate", scripted_validate)
+    out = _run(tmp_path, "run", "--epochs", "3")
+    monkeypatch.setattr(train, "validate", original)
+    for name in ("results.json", "log.csv", "best.pt", "last.pt", "curves.png", "pred_0.png", "pred_1.png",
+                 "args.json"):
         assert os.path.isfile(os.path.join(out, name)), name
     results = json.load(open(os.path.join(out, "results.json")))
-    assert results["epochs_run"] == 2 and len(_losses(out)) == 2
+    assert results["epochs_run"] == 3 and len(_losses(out)) == 3 and results["best_epoch"] == 2
     assert results["params"] == sum(p.numel() for p in train.build_model("unet", filters=4).parameters())
     assert Image.open(os.path.join(out, "pred_0.png")).size == (64, 64)
     capsys.readouterr()
-    metrics = train.main(["--eval-only", os.path.join(out, "best.pt"), "--device", "cpu"])
-    for key in ("test_iou_f", "test_iou_f_global", "test_dice", "test_dice_global"):
+    metrics = train.main(["--eval-only", os.path.join(out, "best.pt"), "--device", "cpu",
+                          "--out", str(tmp_path / "eval")])
+    for key in ("test_iou_f", "test_iou_f_global", "test_dice", "test_dice_global", "params"):
         assert metrics[key] == pytest.approx(results[key], abs=1e-9), key
+    assert metrics["inference_patch"] == 256 and metrics["inference_ms_per_patch"] > 0
+    assert json.load(open(tmp_path / "eval" / "eval.json"))["test_iou_f"] == metrics["test_iou_f"]
+    # The test numbers are those of the best epoch's weights, not the last epoch's.
+    best = torch.load(os.path.join(out, "best.pt"), weights_only=False)["model"]
+    last = torch.load(os.path.join(out, "last.pt"), weights_only=False)["model"]
+    assert any(not torch.equal(best[k], last[k]) for k in best)
 
 
 def test_resume_continues_the_same_curve(tmp_path, monkeypatch):
@@ -143,16 +163,17 @@ def test_resume_continues_the_same_curve(tmp_path, monkeypatch):
     assert _losses(split) == _losses(straight)
 
 
-def test_existing_out_is_never_touched(tmp_path, capsys):
+@pytest.mark.parametrize("existing", ["results.json", "log.csv", "notes.txt"])
+def test_existing_out_is_never_touched(tmp_path, capsys, existing):
     out = tmp_path / "taken"
     out.mkdir()
-    (out / "results.json").write_text("precious")
+    (out / existing).write_text("precious")
     with pytest.raises(SystemExit) as exit_info:
         train.main(TINY + ["--out", str(out), "--epochs", "1"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "already holds a run" in err and str(out) in err and "Traceback" not in err
-    assert (out / "results.json").read_text() == "precious" and sorted(os.listdir(out)) == ["results.json"]
+    assert "not empty" in err and str(out) in err
+    assert (out / existing).read_text() == "precious" and sorted(os.listdir(out)) == [existing]
 
 
 def _write_pair(root, split, names, sizes):
@@ -167,12 +188,23 @@ def _write_pair(root, split, names, sizes):
     ("missing", "test/x"),
     ("count", "train/y"),
     ("size", "b.png"),
+    ("empty", "test/x"),
+    ("corrupt", "a.png"),
+    ("mixed", "b.png"),
 ])
 def test_bad_data_exits_2_with_one_line(tmp_path, capsys, case, expected):
     root = tmp_path / "data"
     _write_pair(root, "train", ["a.png", "b.png"], [(40, 40), (40, 40)])
-    if case != "missing":
+    if case not in ("missing", "empty"):
         _write_pair(root, "test", ["a.png"], [(40, 40)])
+    if case == "empty":
+        (root / "test" / "x").mkdir(parents=True)
+        (root / "test" / "y").mkdir(parents=True)
+    if case == "corrupt":
+        (root / "test" / "x" / "a.png").write_bytes(b"not a png at all")
+    if case == "mixed":
+        for sub in ("x", "y"):
+            Image.fromarray(np.zeros((48, 40), np.uint8)).save(root / "train" / sub / "b.png")
     if case == "count":
         os.remove(root / "train" / "y" / "b.png")
     if case == "size":
@@ -182,7 +214,91 @@ def test_bad_data_exits_2_with_one_line(tmp_path, capsys, case, expected):
                     "--tile", "32", "--epochs", "1", "--device", "cpu"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_data_in_a_real_process_prints_one_line_and_no_traceback(tmp_path):
+    root = tmp_path / "data"
+    _write_pair(root, "train", ["a.png"], [(40, 40)])  # no test split
+    proc = subprocess.run([sys.executable, "train.py", "--data", str(root), "--out", str(tmp_path / "o"),
+                           "--device", "cpu"], cwd=os.path.dirname(os.path.abspath(train.__file__)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "test/x" in proc.stderr and not os.path.exists(tmp_path / "o" / "last.pt")
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--dropout", "0.1", "0.2"], "dropout"),
+    (["--init", "missing.pt"], "missing.pt"),
+])
+def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, flags, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_only_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bogus = tmp_path / "best.pt"
+    bogus.write_text("hello")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--eval-only", str(bogus), "--device", "cpu"])
+    assert exit_info.value.code == 2 and "not a checkpoint" in capsys.readouterr().err
+
+
+def test_repeats_report_mean_and_resume_keeps_finished_seeds(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "rep")
+    calls, original = {"n": 0}, train.train_one_epoch
+
+    def interrupt_second_seed(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # seed 0 trains one epoch, seed 1 is interrupted in its first
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupt_second_seed)
+    with pytest.raises(SystemExit):
+        train.main(TINY + ["--out", out, "--epochs", "1", "--repeats", "2"])
+    first = open(os.path.join(out, "seed-0", "results.json")).read()
+    assert not os.path.exists(os.path.join(out, "seed-1", "results.json"))
+    monkeypatch.setattr(train, "train_one_epoch", original)
+    capsys.readouterr()
+    runs = train.main(["--out", out, "--resume", "--device", "cpu"])
+    assert open(os.path.join(out, "seed-0", "results.json")).read() == first
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    values = [r["test_iou_f"] for r in runs]
+    assert summary["test_iou_f"] == values and summary["mean"] == pytest.approx(np.mean(values))
+    assert [r["args"]["seed"] for r in runs] == [0, 1]
+    assert "over 2 runs" in capsys.readouterr().out
+
+
+def test_summary_prints_the_thesis_count_and_model_flags_reach_attention_unet(capsys):
+    train.main(["--arch", "unetr2d", "--size", "mini", "--summary"])
+    out = capsys.readouterr().out
+    assert "4,243,553" in out and "4.24M" in out
+    train.main(["--arch", "attention_unet", "--summary"])
+    default = capsys.readouterr().out
+    train.main(["--arch", "attention_unet", "--batch-norm", "--summary"])
+    with_bn = capsys.readouterr().out
+    assert "1,985,061" in default and "1,985,061" not in with_bn  # BN adds its scale and shift
+
+
+def test_init_loads_matching_tensors_and_keeps_a_different_position_embedding(tmp_path, capsys):
+    small = ["--arch", "unetr2d", "--size", "mini", "--filters", "4", "--image-side", "64", "--train-images", "4",
+             "--test-images", "1", "--batch-size", "4", "--device", "cpu", "--epochs", "0"]
+    train.main(small + ["--tile", "32", "--out", str(tmp_path / "a")])
+    capsys.readouterr()
+    train.main(small + ["--tile", "64", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "best.pt")])
+    printed = capsys.readouterr().out
+    assert "kept as initialised: encoder.patch_embed.pos_embed" in printed and "encoder.blocks" in printed
+    a = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "best.pt", weights_only=False)["model"]
+    assert a["encoder.patch_embed.pos_embed"].shape != b["encoder.patch_embed.pos_embed"].shape
+    for key in a:
+        if key != "encoder.patch_embed.pos_embed":
+            assert torch.equal(a[key], b[key]), key
 
 
 def test_pretext_lowers_mse_and_init_loads_its_weights(tmp_path, capsys):
@@ -205,7 +321,7 @@ def test_pretext_lowers_mse_and_init_loads_its_weights(tmp_path, capsys):
             Image.fromarray((images[i] > 128).astype(np.uint8)).save(root / split / "y" / f"{i:02d}.png")
     seg = str(tmp_path / "seg")
     train.main(common + ["--out", seg, "--epochs", "0", "--init", os.path.join(pre, "best.pt")])
-    assert "loaded" in capsys.readouterr().out
+    assert "every tensor matched" in capsys.readouterr().out
     source = torch.load(os.path.join(pre, "best.pt"), weights_only=False)["model"]
     loaded = torch.load(os.path.join(seg, "best.pt"), weights_only=False)["model"]
     assert set(source) == set(loaded)
@@ -219,7 +335,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path, capsy
         _run(tmp_path, "nan", "--epochs", "2")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "nan" in err and "lower --lr" in err and "Traceback" not in err
+    assert "nan" in err and "lower --lr" in err
     assert torch.load(tmp_path / "nan" / "last.pt", weights_only=False)["state"]["epoch"] == 0
 
 
