@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from degrade import convolve_separable, gaussian_kernel1d
+
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
@@ -316,14 +318,9 @@ def _smooth_noise(rng, shape, sigma):
 
 
 def _gaussian_blur(image, sigma):
-    """Separable Gaussian blur, mirrored border, truncated at 4 sigma -> (H, W) float32."""
-    radius = max(1, int(4 * sigma + 0.5))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    height, width = image.shape
-    padded = np.pad(image.astype(np.float32), radius, mode="symmetric")
-    rows = sum(t * padded[i:i + height, :] for i, t in enumerate(taps))  # (H, W + 2r)
-    return sum(t * rows[:, i:i + width] for i, t in enumerate(taps))     # (H, W)
+    """degrade.py's separable Gaussian (cut at 4 sigma), mirrored border -> (H, W) float32."""
+    taps = gaussian_kernel1d(sigma)                            # (2r+1,) float64, sums to 1
+    return convolve_separable(image, taps, taps, "symmetric").astype(np.float32)  # (H, W)
 
 
 def _box(cy, cx, extent, shape):

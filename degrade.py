@@ -21,7 +21,8 @@ from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 
-BORDERS = ("edge", "reflect")  # NumPy pad names: replicate the edge; mirror without repeating it
+# NumPy pad names: replicate the edge; mirror without repeating it; mirror repeating it (data.py)
+BORDERS = ("edge", "reflect", "symmetric")
 
 
 def _to_uint8(image_f: np.ndarray) -> np.ndarray:
@@ -92,7 +93,8 @@ def convolve2d(image_f: np.ndarray, kernel: np.ndarray, border: str = "reflect")
     """True 2-D convolution (kernel flipped), same size out, as a sum of shifted slices.
 
     border: 'edge' replicates the last pixel; 'reflect' mirrors without repeating it (OpenCV's
-    BORDER_REFLECT_101, scipy's 'mirror'). A delta image gives back the kernel itself."""
+    BORDER_REFLECT_101, scipy's 'mirror'); 'symmetric' mirrors repeating it (d c b a | a b c d,
+    scipy's 'reflect'). A delta image gives back the kernel itself."""
     assert border in BORDERS, f"border must be one of {BORDERS}, got {border!r}"
     kh, kw = kernel.shape
     assert kh % 2 == 1 and kw % 2 == 1, f"kernel sides must be odd, got {kernel.shape}"
@@ -204,9 +206,17 @@ def low_resolution(image: np.ndarray, rng: np.random.Generator, factor: int = 4,
     return _to_uint8(resize_bilinear(resize_bilinear(x, small), (H, W)))  # (H, W) uint8
 
 
+def _check_rng(rng, name: str, example: str) -> None:
+    """The blurs take (image, rng) like every degradation but never draw: catch gaussian_blur(x, 1.0)."""
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{name}: rng must be None or a np.random.Generator, got {type(rng).__name__} "
+                        f"{rng!r}; pass the blur's parameters by keyword, e.g. {name}(image, {example})")
+
+
 def gaussian_blur(image: np.ndarray, rng: np.random.Generator = None, sigma: float = 3.0) -> np.ndarray:
     """Gaussian filter, sigma 3 (§3.3), edge-replicate border, kernel cut at 4 sigma; rng unused."""
     _check(image)
+    _check_rng(rng, "gaussian_blur", "sigma=1.0")
     kernel = gaussian_kernel1d(sigma)
     return _to_uint8(convolve_separable(image, kernel, kernel, "edge"))  # (H, W) uint8
 
@@ -215,6 +225,7 @@ def defocus_blur(image: np.ndarray, rng: np.random.Generator = None, radius: flo
                  alias_blur: float = 0.5) -> np.ndarray:
     """imgcorruptlike DefocusBlur, severity 2 = disk radius 4, alias blur 0.5 (§3.3); rng unused."""
     _check(image)
+    _check_rng(rng, "defocus_blur", "radius=3")
     return _to_uint8(convolve2d(image, disk_kernel(radius, alias_blur), "reflect"))  # (H, W) uint8
 
 

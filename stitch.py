@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from data import pad_to_multiple, padding_for
+
 # §4.2: 256x256 windows (the transformers' input), 128x128 relevant patches, 64 px context each side.
 WINDOW = 256
 KEEP = 128
@@ -150,14 +152,12 @@ def model_predict_fn(model: nn.Module, device=None) -> Callable[[np.ndarray], np
 def predict_full(model: nn.Module, image: np.ndarray, multiple: int = 16, device=None) -> np.ndarray:
     """Probability map of an (H, W) float32 image in [0, 1] from a fully convolutional model.
 
-    Mirror-pads to a multiple of `multiple` (2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1;
-    the odd pixel on top/left), runs one forward pass and crops back. Returns (H, W) float32 in [0, 1].
+    Mirror-pads to a multiple of `multiple` as the training slices are (`data.pad_to_multiple`;
+    2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1), runs one forward pass and crops back. Returns (H, W) float32 in [0, 1].
     """
     assert image.ndim == 2, f"expected an (H, W) image, got shape {image.shape}"
     H, W = image.shape
-    pad_h, pad_w = (-H) % multiple, (-W) % multiple
-    top, left = pad_h - pad_h // 2, pad_w - pad_w // 2
-    padding = ((top, pad_h // 2), (left, pad_w // 2))
-    padded = np.pad(image.astype(np.float32, copy=False), padding, mode="symmetric")  # (H + pad_h, W + pad_w) float32
-    probs = _probabilities(model, padded[None], device)[0]  # (H + pad_h, W + pad_w) float32 in [0, 1]
+    (top, _), (left, _) = padding_for(H, multiple), padding_for(W, multiple)
+    padded = pad_to_multiple(image.astype(np.float32, copy=False), multiple)  # (H', W') float32, multiples
+    probs = _probabilities(model, padded[None], device)[0]  # (H', W') float32 in [0, 1]
     return np.ascontiguousarray(probs[top:top + H, left:left + W])  # (H, W) float32 in [0, 1]

@@ -11,7 +11,7 @@ the Attention Y-Net's reconstruction head is bounded by a sigmoid (the reference
 linear) because its target, the input image, lies in [0, 1].
 
 The convolution blocks, the Keras-style initialisers and `level_rates` are shared with
-unetr2d.py and ynetr2d.py.
+unetr2d.py and ynetr2d.py; the encoder (`cnn_encoder`, `cnn_encode`) with ynetr2d.py.
 
 Shape legend: B batch, C channels, H x W image, F initial filters; level i has F * 2^i channels
 at H / 2^i x W / 2^i.
@@ -20,6 +20,8 @@ import math
 
 import torch
 import torch.nn as nn
+
+import attention
 
 # Keras's truncated normal keeps |x| < 2 std; this is the std of a unit normal cut there, so
 # dividing by it makes the *truncated* distribution have the target variance (Keras VarianceScaling).
@@ -33,12 +35,9 @@ def _fans(weight):
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
-@torch.no_grad()
 def glorot_uniform_(weight):
-    """Glorot (Xavier) uniform [71]: U(-a, a), a = sqrt(6 / (fan_in + fan_out))."""
-    fan_in, fan_out = _fans(weight)
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return weight.uniform_(-limit, limit)
+    """Glorot (Xavier) uniform [71] with Keras fans: attention.glorot_uniform_ (the one formula)."""
+    return attention.glorot_uniform_(weight, *_fans(weight))
 
 
 @torch.no_grad()
@@ -147,6 +146,33 @@ class AttentionGate(nn.Module):
         return (up if self.mode == "up" else skip) * alpha  # (B, f, H, W)
 
 
+def cnn_encoder(in_channels, widths, rates, **block_kw):
+    """The U-Net encoder of Fig. 2.1 (left), shared with YNETR-2D -> (blocks, bottleneck).
+
+    blocks[i] is level i's double block (to widths[i] filters, dropout rates[i]) for the levels
+    0 .. depth-1, depth = len(widths) - 1; the bottleneck double block goes to widths[depth].
+    """
+    depth = len(widths) - 1
+    blocks = nn.ModuleList(
+        DoubleBlock(in_channels if i == 0 else widths[i - 1], widths[i], dropout=rates[i], **block_kw)
+        for i in range(depth))
+    bottleneck = DoubleBlock(widths[depth - 1], widths[depth], dropout=rates[depth], **block_kw)
+    return blocks, bottleneck
+
+
+def cnn_encode(blocks, bottleneck, x):
+    """Run `cnn_encoder`'s modules: double block and 2x2 max-pooling per level, then the bottleneck.
+
+    Returns the bottleneck output and the skips, one per level (top first).
+    """
+    skips = []
+    for i, block in enumerate(blocks):
+        x = block(x)  # (B, F*2^i, H/2^i, W/2^i)
+        skips.append(x)
+        x = nn.functional.max_pool2d(x, 2)  # (B, F*2^i, H/2^(i+1), W/2^(i+1))
+    return bottleneck(x), skips  # (B, 16F, H/16, W/16), depth x (B, F*2^i, H/2^i, W/2^i)
+
+
 class UNet(nn.Module):
     """2D U-Net of ref. [34] (Fig. 2.1); defaults are the best U-Net of Table 5.1.
 
@@ -161,14 +187,10 @@ class UNet(nn.Module):
                  activation="elu", init="he_normal", attention_gates=False, gate_mode="up"):
         super().__init__()
         self.depth = depth
-        rates = level_rates(dropout, depth + 1)
-        widths = [filters * 2**i for i in range(depth + 1)]  # F, 2F, 4F, 8F, 16F
+        self.rates = rates = level_rates(dropout, depth + 1)
+        self.widths = widths = [filters * 2**i for i in range(depth + 1)]  # F, 2F, 4F, 8F, 16F
         kw = dict(batch_norm=batch_norm, activation=activation, init=init)
-        self.encoder = nn.ModuleList(
-            DoubleBlock(in_channels if i == 0 else widths[i - 1], widths[i], dropout=rates[i], **kw)
-            for i in range(depth))
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = DoubleBlock(widths[depth - 1], widths[depth], dropout=rates[depth], **kw)
+        self.encoder, self.bottleneck = cnn_encoder(in_channels, widths, rates, **kw)
         # ups[i] and decoder[i] work at level i; they are run from level depth-1 up to 0.
         self.ups = nn.ModuleList(up_conv(widths[i + 1], widths[i]) for i in range(depth))
         self.gates = nn.ModuleList(AttentionGate(widths[i], batch_norm, gate_mode) for i in range(depth)) \
@@ -186,12 +208,7 @@ class UNet(nn.Module):
     def encode(self, x):
         """Returns the bottleneck and the skips, one per level (top first)."""
         self.check_size(x)
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(x)  # (B, F*2^i, H/2^i, W/2^i)
-            skips.append(x)
-            x = self.pool(x)  # (B, F*2^i, H/2^(i+1), W/2^(i+1))
-        return self.bottleneck(x), skips  # (B, 16F, H/16, W/16), depth x (B, F*2^i, H/2^i, W/2^i)
+        return cnn_encode(self.encoder, self.bottleneck, x)  # (B, 16F, H/16, W/16), depth x (B, F*2^i, H/2^i, W/2^i)
 
     def decode(self, x, skips):
         for i in reversed(range(self.depth)):
@@ -226,8 +243,7 @@ class AttentionYNet(UNet):
                  activation="elu", init="he_normal", gate_mode="up"):
         super().__init__(in_channels, filters, depth, batch_norm, dropout, activation, init,
                          attention_gates=True, gate_mode=gate_mode)
-        rates = level_rates(dropout, depth + 1)
-        widths = [filters * 2**i for i in range(depth + 1)]
+        rates, widths = self.rates, self.widths
         kw = dict(batch_norm=batch_norm, activation=activation, init=init)
         self.recon_ups = nn.ModuleList(up_conv(widths[i + 1], widths[i]) for i in range(depth))
         self.recon_decoder = nn.ModuleList(

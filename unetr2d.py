@@ -9,6 +9,7 @@ has K = log2(P) levels: the last hidden state is the bottleneck, level l = K-1 .
 state number S_m * l (Table 5.3; z3, z6, z9 for Base) and brings it from H/P to H/2^l with
 K - l "blue blocks" (transpose conv + conv block), and level 0 is a double block on the raw
 input. Concatenation orders follow the thesis code, so its trained weights map onto ours one to one.
+`ViTSide` holds this ViT side (encoder, taps, skip paths); YNETR-2D (ynetr2d.py) builds on it too.
 Where we differ from the thesis code: the model returns logits (the sigmoid lives in the loss).
 
 Shape legend: B batch, C channels, H x W image, P patch side, N = HW/P^2 tokens, D hidden size,
@@ -49,14 +50,15 @@ def skip_taps(n_layers, skip_step, n_levels):
     return taps
 
 
-class UNETR2D(nn.Module):
-    """UNETR-2D (§3.1). Defaults: the best settings of Tables 5.1-5.2 and App. B (BN, no dropout,
-    ReLU, He normal, F = 32). `dropout` is a float or one rate per level 0..K (the last one, the
-    bottleneck's, is unused: UNETR-2D has no convolution there); `vit_dropout` is the ViT's.
+class ViTSide(nn.Module):
+    """The ViT side of UNETR-2D, which YNETR-2D reuses as is ("the same reshape and convolutional
+    blocks used for skip connection signals in UNETR-2D", §3.2): the ViT encoder, the taps of
+    Table 5.3 and one skip path per level. Subclasses add their decoder. Sets n_levels K, grid,
+    skip_layers, encoder, skips, and the per-level dropout rates (0..K) and widths F * 2^l (0..K).
+    The input size is checked by the ViT's patch embedding (a ValueError naming img_size).
     """
 
-    def __init__(self, size="mini", filters=32, img_size=256, patch_size=16, in_channels=1, batch_norm=True,
-                 dropout=0.0, activation="relu", init="he_normal", vit_dropout=0.1, head_dim=None):
+    def __init__(self, size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim, **block_kw):
         super().__init__()
         self.config = vit.CONFIGS[size]
         self.img_size, self.patch_size = img_size, patch_size
@@ -67,14 +69,38 @@ class UNETR2D(nn.Module):
         self.skip_layers = skip_taps(self.config.n_layers, self.config.skip_step, K)
         self.encoder = vit.ViTEncoder.from_config(self.config, img_size=img_size, patch_size=patch_size,
                                                   in_channels=in_channels, dropout=vit_dropout, head_dim=head_dim)
-        D = self.config.embed_dim
-        rates = level_rates(dropout, K + 1)
-        widths = [filters * 2**level for level in range(K)]  # F, 2F, 4F, 8F
-        kw = dict(batch_norm=batch_norm, activation=activation, init=init)
+        self.rates = level_rates(dropout, K + 1)
+        self.widths = [filters * 2**level for level in range(K + 1)]  # F, 2F, 4F, 8F, 16F
         # skips[l]: level l's skip; level 0 comes from the raw input, the others from the ViT.
         self.skips = nn.ModuleList(
-            [DoubleBlock(in_channels, filters, dropout=rates[0], **kw)]
-            + [skip_path(D, widths[level], K - level, dropout=rates[level], **kw) for level in range(1, K)])
+            [DoubleBlock(in_channels, filters, dropout=self.rates[0], **block_kw)]
+            + [skip_path(self.config.embed_dim, self.widths[level], K - level, dropout=self.rates[level], **block_kw)
+               for level in range(1, K)])
+
+    def vit_bottom(self, hidden):
+        """The last hidden state folded onto the patch grid: the bottleneck signal."""
+        return vit.tokens_to_image(hidden[-1], self.grid)  # (B, D, H/P, W/P)
+
+    def vit_skip(self, level, hidden, x):
+        """Level l's ViT-side skip: a double block on the input x (l = 0), or hidden state S_m * l
+        folded onto the patch grid and brought to H/2^l by K - l blue blocks."""
+        if level == 0:
+            return self.skips[0](x)  # (B, F, H, W)
+        z = vit.tokens_to_image(hidden[self.skip_layers[level - 1] - 1], self.grid)  # (B, D, H/P, W/P)
+        return self.skips[level](z)  # (B, F*2^l, H/2^l, W/2^l)
+
+
+class UNETR2D(ViTSide):
+    """UNETR-2D (§3.1). Defaults: the best settings of Tables 5.1-5.2 and App. B (BN, no dropout,
+    ReLU, He normal, F = 32). `dropout` is a float or one rate per level 0..K (the last one, the
+    bottleneck's, is unused: UNETR-2D has no convolution there); `vit_dropout` is the ViT's.
+    """
+
+    def __init__(self, size="mini", filters=32, img_size=256, patch_size=16, in_channels=1, batch_norm=True,
+                 dropout=0.0, activation="relu", init="he_normal", vit_dropout=0.1, head_dim=None):
+        kw = dict(batch_norm=batch_norm, activation=activation, init=init)
+        super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim, **kw)
+        K, D, rates, widths = self.n_levels, self.config.embed_dim, self.rates, self.widths
         # ups[l] brings the decoder signal from level l+1 (the bottleneck for l = K-1) to level l.
         self.ups = nn.ModuleList(up_conv(D if level == K - 1 else widths[level + 1], widths[level])
                                  for level in range(K))
@@ -82,23 +108,15 @@ class UNETR2D(nn.Module):
                                      for level in range(K))
         self.head = conv1x1(filters, 1)
 
-    def check_size(self, x):
-        B, C, H, W = x.shape
-        if (H, W) != (self.img_size, self.img_size):
-            raise ValueError(f"{type(self).__name__} takes {self.img_size}x{self.img_size} inputs, got {H}x{W}")
-
     def forward(self, x):
-        self.check_size(x)
-        K, g = self.n_levels, self.grid
-        hidden = self.encoder(x)  # L x (B, N, D)
-        z = vit.tokens_to_image(hidden[-1], g)  # (B, D, H/P, W/P)
-        y = self.ups[K - 1](z)  # (B, F*2^(K-1), H/2^(K-1), W/2^(K-1))
+        K = self.n_levels
+        hidden = self.encoder(x)  # L x (B, N, D); checks the input size
+        y = self.ups[K - 1](self.vit_bottom(hidden))  # (B, F*2^(K-1), H/2^(K-1), W/2^(K-1))
         for level in reversed(range(1, K)):
-            z = vit.tokens_to_image(hidden[self.skip_layers[level - 1] - 1], g)  # (B, D, H/P, W/P)
-            z = self.skips[level](z)  # (B, F*2^l, H/2^l, W/2^l)
+            z = self.vit_skip(level, hidden, x)  # (B, F*2^l, H/2^l, W/2^l)
             y = self.decoder[level](torch.cat([y, z], dim=1))  # (B, F*2^l, H/2^l, W/2^l)
             y = self.ups[level - 1](y)  # (B, F*2^(l-1), H/2^(l-1), W/2^(l-1))
-        first_skip = self.skips[0](x)  # (B, F, H, W)
+        first_skip = self.vit_skip(0, hidden, x)  # (B, F, H, W)
         y = self.decoder[0](torch.cat([first_skip, y], dim=1))  # (B, F, H, W)
         return self.head(y)  # (B, 1, H, W) logits
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attention import MultiHeadSelfAttention
+from attention import MultiHeadSelfAttention, glorot_uniform_
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class PatchEmbedding(nn.Module):
 
     def reset_parameters(self):
         # as the thesis code: Keras Dense (Glorot uniform, zero bias) and Keras Embedding (U(-0.05, 0.05))
-        nn.init.xavier_uniform_(self.proj.weight)
+        glorot_uniform_(self.proj.weight, self.proj.in_features, self.proj.out_features)
         nn.init.zeros_(self.proj.bias)
         nn.init.uniform_(self.pos_embed, -0.05, 0.05)
 
@@ -110,9 +110,9 @@ class TransformerBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        # Keras Dense init of the thesis code: Glorot uniform, zero bias (2-D kernels: same fans as torch)
+        # Keras Dense init of the thesis code: Glorot uniform (fans: in and out features), zero bias
         for fc in (self.fc1, self.fc2):
-            nn.init.xavier_uniform_(fc.weight)
+            glorot_uniform_(fc.weight, fc.in_features, fc.out_features)
             nn.init.zeros_(fc.bias)
         for norm in (self.norm1, self.norm2):
             nn.init.ones_(norm.weight)

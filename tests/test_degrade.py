@@ -111,7 +111,18 @@ def test_convolve2d_matches_torch(border, torch_mode):
     np.testing.assert_allclose(dg.convolve2d(image, kernel, border), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("border", ["edge", "reflect"])
+def test_convolve2d_symmetric_border_is_circular_on_the_mirrored_image():
+    """'symmetric' (d c b a | a b c d) = circular convolution of the image tiled with its mirror images."""
+    rng = _rng(1)
+    image, kernel = rng.random((23, 31)), rng.random((5, 7))
+    mirrored = np.block([[image, image[:, ::-1]], [image[::-1], image[::-1, ::-1]]])  # period 2H x 2W
+    x = torch.from_numpy(mirrored)[None, None]
+    flipped = torch.from_numpy(kernel[::-1, ::-1].copy())[None, None]  # conv2d correlates
+    expected = F.conv2d(F.pad(x, (3, 3, 2, 2), mode="circular"), flipped)[0, 0, :23, :31].numpy()
+    np.testing.assert_allclose(dg.convolve2d(image, kernel, "symmetric"), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("border", ["edge", "reflect", "symmetric"])
 def test_convolve_separable_equals_outer_product(border):
     rng = _rng(2)
     image, k_row, k_col = rng.random((19, 26)), rng.random(7), rng.random(3)
@@ -260,6 +271,17 @@ def test_all_degradations_keep_dtype_shape_and_are_deterministic():
         if name not in ("gaussian_blur", "defocus_blur"):
             assert not np.array_equal(out, fn(image, _rng(4))), name
     np.testing.assert_array_equal(image, before)  # inputs are never written
+
+
+def test_blurs_refuse_a_parameter_passed_as_rng():
+    """gaussian_blur(image, 1.0) would otherwise blur with the default sigma 3 without a word."""
+    image = _rng(5).integers(0, 256, (16, 16)).astype(np.uint8)
+    with pytest.raises(TypeError, match="sigma="):
+        dg.gaussian_blur(image, 1.0)
+    with pytest.raises(TypeError, match="radius="):
+        dg.defocus_blur(image, 3)
+    np.testing.assert_array_equal(dg.gaussian_blur(image, _rng(), sigma=1.0), dg.gaussian_blur(image, sigma=1.0))
+    assert not np.array_equal(dg.gaussian_blur(image, sigma=1.0), dg.gaussian_blur(image))
 
 
 def test_random_degradation_draws_from_the_list():
