@@ -357,12 +357,12 @@ def predict_slices(model, args, images, device):
     """Probability maps of whole slices (§4.2): CNNs in one pass, transformers by overlap-tile (Fig. 4.2-4.3)."""
     model.eval()
     probs = []
+    predict_fn = stitch.model_predict_fn(model, device)
     with autocast(args, device):
         for image in images:
             x = image.astype(np.float32) / 255.0  # (H, W) float32 in [0, 1]
             if ARCHS[args.arch]["sized"]:
-                fn = stitch.model_predict_fn(model, device)
-                probs.append(stitch.predict_tiled(fn, x, window=args.tile, keep=args.tile // 2))
+                probs.append(stitch.predict_tiled(predict_fn, x, window=args.tile, keep=args.tile // 2))
             else:
                 probs.append(stitch.predict_full(model, x, multiple=16, device=device))
     return probs
@@ -394,7 +394,7 @@ def time_inference(model, args, device, side=256, warmup=5, repeats=None):
 def save_atomic(obj, path):
     """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
     tmp = f"{path}.tmp"
-    if isinstance(obj, (dict, list)) and path.endswith(".json"):
+    if path.endswith(".json"):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)
     else:
@@ -515,8 +515,7 @@ def train_run(args, device, out):
     `args.resume`: continue from out/last.pt, which holds the model, optimiser, schedule, history
     and random state of the last finished epoch, so the curve goes on as if never interrupted.
     """
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)  # weights and dropout; data order and augmentation have their own seeds
     datasets = load_datasets(args)
     try:
         model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
