@@ -50,6 +50,21 @@ def skip_taps(n_layers, skip_step, n_levels):
     return taps
 
 
+def decoder_path(bottom_channels, widths, rates, n_inputs, **block_kw):
+    """The decoder shared by UNETR-2D and YNETR-2D -> (ups, decoder), both indexed by level l < K.
+
+    ups[l] is the transpose conv from level l+1 (from the bottleneck's `bottom_channels` for
+    l = K-1) to level l's width F * 2^l; decoder[l] is the double block on the concatenation of
+    `n_inputs` signals of that width (2 in UNETR-2D, 3 in YNETR-2D).
+    """
+    K = len(widths) - 1
+    ups = nn.ModuleList(up_conv(bottom_channels if level == K - 1 else widths[level + 1], widths[level])
+                        for level in range(K))
+    decoder = nn.ModuleList(DoubleBlock(n_inputs * widths[level], widths[level], dropout=rates[level], **block_kw)
+                            for level in range(K))
+    return ups, decoder
+
+
 class ViTSide(nn.Module):
     """The ViT side of UNETR-2D, which YNETR-2D reuses as is ("the same reshape and convolutional
     blocks used for skip connection signals in UNETR-2D", §3.2): the ViT encoder, the taps of
@@ -100,12 +115,8 @@ class UNETR2D(ViTSide):
                  dropout=0.0, activation="relu", init="he_normal", vit_dropout=0.1, head_dim=None):
         kw = dict(batch_norm=batch_norm, activation=activation, init=init)
         super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim, **kw)
-        K, D, rates, widths = self.n_levels, self.config.embed_dim, self.rates, self.widths
-        # ups[l] brings the decoder signal from level l+1 (the bottleneck for l = K-1) to level l.
-        self.ups = nn.ModuleList(up_conv(D if level == K - 1 else widths[level + 1], widths[level])
-                                 for level in range(K))
-        self.decoder = nn.ModuleList(DoubleBlock(2 * widths[level], widths[level], dropout=rates[level], **kw)
-                                     for level in range(K))
+        # Each level concatenates [decoder, ViT skip]: 2 inputs; the bottleneck is the ViT's D channels.
+        self.ups, self.decoder = decoder_path(self.config.embed_dim, self.widths, self.rates, n_inputs=2, **kw)
         self.head = conv1x1(filters, 1)
 
     def forward(self, x):

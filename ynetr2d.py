@@ -22,8 +22,8 @@ L layers, F initial filters; level l has F * 2^l channels at H / 2^l x W / 2^l.
 import torch
 import torch.nn as nn
 
-from unet import DoubleBlock, cnn_encode, cnn_encoder, conv1x1, level_rates, up_conv
-from unetr2d import ViTSide
+from unet import cnn_encode, cnn_encoder, conv1x1, level_rates
+from unetr2d import ViTSide, decoder_path
 
 
 class YNETR2D(ViTSide):
@@ -45,10 +45,8 @@ class YNETR2D(ViTSide):
         # The decoder: drops[l] after level l's concatenation (drops[K] at the bottleneck).
         self.drops = nn.ModuleList(nn.Dropout2d(p) if p > 0 else nn.Identity()
                                    for p in level_rates(spatial_dropout, K + 1))
-        self.ups = nn.ModuleList(up_conv(D + widths[K] if level == K - 1 else widths[level + 1], widths[level])
-                                 for level in range(K))
-        self.decoder = nn.ModuleList(DoubleBlock(3 * widths[level], widths[level], dropout=rates[level], **kw)
-                                     for level in range(K))
+        # Each level concatenates [ViT skip, decoder, CNN skip]; the bottleneck is [ViT output, CNN bottleneck].
+        self.ups, self.decoder = decoder_path(D + widths[K], widths, rates, n_inputs=3, **kw)
         self.head = conv1x1(filters, 1)
 
     def forward(self, x):
