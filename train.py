@@ -7,7 +7,6 @@ Eq. 1 (the Attention Y-Net's two-term loss), App. B Table 2 (the hyperparameter 
     python train.py --arch unetr2d --size mini              # demo on built-in synthetic EM data
     python train.py --arch unetr2d --size base --data DIR   # thesis protocol on Lucchi++ / Kasthuri++
     python train.py --arch unet --summary                   # parameter count beside the thesis's
-    python train.py --bench                                 # inference time per patch, every model
 
 With no `--data` a lighter preset (smaller tiles, fewer epochs, higher learning rate; printed at the
 start) trains on `data.synthetic_em` so that the program runs on a fresh machine in minutes. With
@@ -27,7 +26,6 @@ import math
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -36,7 +34,7 @@ import torch.nn.functional as F
 
 import data
 import degrade
-import stitch
+import evaluate
 import unet
 import unetr2d
 import ynetr2d
@@ -53,27 +51,6 @@ ARCHS = {
     "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False},
 }
 
-# Parameter counts reported by the thesis: Tables 5.2 and 5.4 (millions).
-THESIS_PARAMS = {
-    ("unet", None, 16): 1.95, ("attention_unet", None, 16): 1.99,
-    ("unetr2d", "mini", 32): 4.24, ("unetr2d", "small", 32): 9.34, ("unetr2d", "base", 32): 48.7,
-    ("unetr2d", "base", 8): 44.7, ("unetr2d", "base", 16): 45.6, ("unetr2d", "base", 64): 60.2,
-    ("ynetr2d", "mini", 32): 10.3, ("ynetr2d", "small", 32): 15.4, ("ynetr2d", "base", 32): 54.7,
-}
-
-# Test IoU_F (mean ± std of 10 runs) from Table 5.4, printed beside ours when --data names the set.
-THESIS_IOU = {
-    "lucchi": {("unet", None): "0.903 ± 0.007", ("attention_unet", None): "0.906 ± 0.003",
-               ("unetr2d", "mini"): "0.861 ± 0.008", ("unetr2d", "small"): "0.857 ± 0.010",
-               ("unetr2d", "base"): "0.853 ± 0.010", ("ynetr2d", "mini"): "0.880 ± 0.024",
-               ("ynetr2d", "small"): "0.894 ± 0.009", ("ynetr2d", "base"): "0.892 ± 0.013"},
-    "kasthuri": {("unet", None): "0.910 ± 0.002", ("attention_unet", None): "0.910 ± 0.001",
-                 ("unetr2d", "mini"): "0.886 ± 0.004", ("unetr2d", "small"): "0.888 ± 0.003",
-                 ("unetr2d", "base"): "0.887 ± 0.004", ("ynetr2d", "mini"): "0.917 ± 0.003",
-                 ("ynetr2d", "small"): "0.916 ± 0.001", ("ynetr2d", "base"): "0.915 ± 0.002"},
-}
-
-
 def build_model(arch, size="mini", filters=None, **kw):
     """The network `arch` with the thesis's best settings, overridden by keyword arguments."""
     if arch not in ARCHS:
@@ -86,54 +63,8 @@ def build_model(arch, size="mini", filters=None, **kw):
     return spec["cls"](**kw)
 
 
-def count_parameters(model):
-    """(trainable parameters, trainable + BatchNorm running statistics as Keras counted them)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    running = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
-    return trainable, trainable + running
-
-
 def thesis_key(arch, size, filters):
     return (arch, size if ARCHS[arch]["sized"] else None, filters)
-
-
-# ----------------------------------------------------------------------------------------------
-# Metrics, Eq. 4.1-4.2 (foreground class, threshold 0.5, §4.2.1).
-
-def confusion(pred, mask):
-    """(TP, FP, FN) of boolean arrays of one shape."""
-    pred, mask = np.asarray(pred, bool), np.asarray(mask, bool)
-    return int((pred & mask).sum()), int((pred & ~mask).sum()), int((~pred & mask).sum())
-
-
-def iou_from_counts(tp, fp, fn):
-    # Eq. 4.2: IoU_F = TP / (TP + FP + FN); an empty prediction of an empty mask scores 1
-    return 1.0 if tp + fp + fn == 0 else float(tp / (tp + fp + fn))
-
-
-def dice_from_counts(tp, fp, fn):
-    # Eq. 4.1: Dice = 2TP / (2TP + FP + FN)
-    return 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn))
-
-
-def iou_foreground(pred, mask):
-    return iou_from_counts(*confusion(pred, mask))
-
-
-def dice_coefficient(pred, mask):
-    return dice_from_counts(*confusion(pred, mask))
-
-
-def evaluate_stack(probs, masks, threshold=0.5):
-    """Per-slice mean (the thesis's number) and pooled over the stack (SPEC §4), for IoU_F and Dice."""
-    preds = [np.asarray(p) > threshold for p in probs]
-    tp, fp, fn = np.sum([confusion(p, m) for p, m in zip(preds, masks)], axis=0)
-    return {
-        "test_iou_f": float(np.mean([iou_foreground(p, m) for p, m in zip(preds, masks)])),
-        "test_iou_f_global": iou_from_counts(tp, fp, fn),
-        "test_dice": float(np.mean([dice_coefficient(p, m) for p, m in zip(preds, masks)])),
-        "test_dice_global": dice_from_counts(tp, fp, fn),
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,10 +235,6 @@ def compute_loss(args, output, x, y):
     return loss + dice_loss(output, y) if args.loss == "bce_dice" else loss
 
 
-def autocast(args, device):
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bool(args.amp and device.type == "cuda"))
-
-
 def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
     from tqdm import tqdm
 
@@ -317,7 +244,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
                disable=not sys.stderr.isatty() and not args.progress)
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, 1, T, T)
-        with autocast(args, device):
+        with evaluate.autocast(args.amp, device):
             loss = compute_loss(args, model(x), x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -339,53 +266,17 @@ def validate(model, loader, args, device):
     loss_sum, count, tp, fp, fn = 0.0, 0, 0, 0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)  # (B, 1, T, T)
-        with autocast(args, device):
+        with evaluate.autocast(args.amp, device):
             out = model(x)
             loss_sum += float(compute_loss(args, out, x, y)) * len(x)
         count += len(x)
         if not args.pretext:
             seg = out[0] if isinstance(out, tuple) else out
             pred, mask = (seg.float() > 0).cpu().numpy(), y.cpu().numpy() > 0.5  # logit > 0 <=> prob > 0.5
-            a, b, c = confusion(pred, mask)
+            a, b, c = evaluate.confusion(pred, mask)
             tp, fp, fn = tp + a, fp + b, fn + c
-    iou = float("nan") if args.pretext else iou_from_counts(tp, fp, fn)
+    iou = float("nan") if args.pretext else evaluate.iou_from_counts(tp, fp, fn)
     return loss_sum / max(count, 1), iou
-
-
-@torch.no_grad()
-def predict_slices(model, args, images, device):
-    """Probability maps of whole slices (§4.2): CNNs in one pass, transformers by overlap-tile (Fig. 4.2-4.3)."""
-    model.eval()
-    probs = []
-    predict_fn = stitch.model_predict_fn(model, device)
-    with autocast(args, device):
-        for image in images:
-            x = image.astype(np.float32) / 255.0  # (H, W) float32 in [0, 1]
-            if ARCHS[args.arch]["sized"]:
-                probs.append(stitch.predict_tiled(predict_fn, x, window=args.tile, keep=args.tile // 2))
-            else:
-                probs.append(stitch.predict_full(model, x, multiple=16, device=device))
-    return probs
-
-
-@torch.no_grad()
-def time_inference(model, args, device, side=256, warmup=5, repeats=None):
-    """Mean and std (ms) of one forward pass on a single side x side patch (Table 5.2/5.4 protocol)."""
-    model.eval()
-    repeats = repeats or (100 if device.type == "cuda" else 10)
-    x = torch.rand(1, 1, side, side, device=device)
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with autocast(args, device):
-            model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return float(np.mean(times)), float(np.std(times))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,51 +339,7 @@ def module_names(keys):
     return ", ".join(groups)
 
 
-def draw_curves(history, path, pretext):
-    """Loss (train, val) and validation IoU_F per epoch, drawn with Pillow."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (900, 340), "white")
-    draw = ImageDraw.Draw(img)
-    epochs = [h["epoch"] for h in history]
-    panels = [("loss (train: blue, val: orange)", [("train_loss", (31, 119, 180)), ("val_loss", (255, 127, 14))])]
-    if not pretext:
-        panels.append(("validation IoU_F", [("val_iou_f", (44, 160, 44))]))
-    width = 880 // len(panels)
-    for p, (title, series) in enumerate(panels):
-        x0, y0, x1, y1 = 10 + p * width + 50, 30, 10 + (p + 1) * width - 10, 300
-        values = [h[key] for key, _ in series for h in history if math.isfinite(h[key])]
-        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-        hi = hi if hi > lo else lo + 1.0
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text((x0, 10), title, fill="black")
-        draw.text((x0 - 45, y0), f"{hi:.3g}", fill="black")
-        draw.text((x0 - 45, y1 - 10), f"{lo:.3g}", fill="black")
-        draw.text((x0, y1 + 8), f"epoch {epochs[0]}", fill="black")
-        draw.text((x1 - 60, y1 + 8), f"epoch {epochs[-1]}", fill="black")
-        span = max(epochs[-1] - epochs[0], 1)
-        for key, colour in series:
-            pts = [(x0 + (h["epoch"] - epochs[0]) / span * (x1 - x0), y1 - (h[key] - lo) / (hi - lo) * (y1 - y0))
-                   for h in history if math.isfinite(h[key])]
-            if len(pts) > 1:
-                draw.line(pts, fill=colour, width=2)
-            for x, y in pts:
-                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-    img.save(path)
-
-
-def save_overlay(image, prob, mask, path):
-    """The slice in grey; true positives green, false positives red, false negatives blue."""
-    from PIL import Image
-
-    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)  # (H, W, 3) float32 in [0, 255]
-    pred, truth = prob > 0.5, mask > 0
-    for region, colour in ((pred & truth, (0, 200, 0)), (pred & ~truth, (230, 0, 0)), (~pred & truth, (0, 90, 255))):
-        rgb[region] = 0.5 * rgb[region] + 0.5 * np.array(colour, np.float32)
-    Image.fromarray(rgb.astype(np.uint8)).save(path)
-
-
-def evaluate(model, args, datasets, device):
+def evaluate_run(model, args, datasets, device):
     """Test-set numbers (§4.2): IoU_F and Dice for segmentation, MSE of restored tiles for a pretext."""
     test_x, test_y = datasets["test"]
     if args.pretext:
@@ -500,8 +347,8 @@ def evaluate(model, args, datasets, device):
         ds = data.TileDataset(tiles, None, augment=False, seed=args.seed, degrade=degrade.random_degradation(args.pretext))
         loss, _ = validate(model, torch.utils.data.DataLoader(ds, batch_size=args.batch_size), args, device)
         return {"test_mse": loss}, None
-    probs = predict_slices(model, args, test_x, device)
-    return evaluate_stack(probs, test_y), probs
+    probs = evaluate.predict_slices(model, test_x, device, amp=args.amp)
+    return evaluate.evaluate_stack(probs, test_y), probs
 
 
 def finite_or_none(value):
@@ -524,7 +371,7 @@ def train_run(args, device, out):
     for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = args.bn_momentum
-    params, params_keras = count_parameters(model)
+    params, params_keras = evaluate.count_parameters(model)
     degrade_fn = degrade.random_degradation(args.pretext) if args.pretext else None
     train_ds = data.TileDataset(*datasets["train"], augment=args.augment, seed=args.seed, degrade=degrade_fn)
     val_ds = data.TileDataset(*datasets["val"], augment=False, seed=args.seed + 10_000, degrade=degrade_fn)
@@ -612,15 +459,15 @@ def train_run(args, device, out):
         checkpoint(best_path, False)
     # Early stopping restores the best weights (§4.3.2) before the test evaluation.
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
-    draw_curves(state["history"] or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan,
+    evaluate.draw_curves(state["history"] or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan,
                                       "val_iou_f": math.nan}], os.path.join(out, "curves.png"), args.pretext)
-    metrics, probs = evaluate(model, args, datasets, device)
+    metrics, probs = evaluate_run(model, args, datasets, device)
     if probs is not None:
         for i in range(min(3, len(probs))):
-            save_overlay(datasets["test"][0][i], probs[i], datasets["test"][1][i], os.path.join(out, f"pred_{i}.png"))
+            evaluate.save_overlay(datasets["test"][0][i], probs[i], datasets["test"][1][i], os.path.join(out, f"pred_{i}.png"))
     results = {"arch": args.arch, "size": args.size if ARCHS[args.arch]["sized"] else None, "filters": args.filters,
                "params": params, "params_with_bn_statistics": params_keras,
-               "thesis_params_millions": THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters)),
+               "thesis_params_millions": evaluate.THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters)),
                "task": "pretext" if args.pretext else "segmentation", "epochs_run": state["epoch"],
                "best_epoch": state["best_epoch"], "train_seconds": round(state["train_seconds"], 2),
                "val_loss_before": finite_or_none(state.get("val_loss_before")),
@@ -633,7 +480,7 @@ def train_run(args, device, out):
 def inference_numbers(model, args, device):
     """Inference time per patch: 256x256 as Tables 5.2/5.4 (a transformer: its own input side)."""
     side = args.tile if ARCHS[args.arch]["sized"] else 256
-    mean, std = time_inference(model, args, device, side=side)
+    mean, std = evaluate.time_inference(model, device, side=side, amp=args.amp)
     return {"inference_ms_per_patch": mean, "inference_ms_std": std, "inference_patch": side}
 
 
@@ -660,7 +507,6 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate a best.pt/last.pt on the test split and exit")
     p.add_argument("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
-    p.add_argument("--bench", action="store_true", help="print parameters and inference ms per patch of every model")
     g = p.add_argument_group("training (defaults: §4.3.2 with --data, the demo preset without)")
     g.add_argument("--epochs", type=positive(int, 0))
     g.add_argument("--patience", type=positive(int), help="early-stopping patience on validation loss")
@@ -694,7 +540,7 @@ def parse_args(argv):
     m.add_argument("--test-images", type=positive(int), help=argparse.SUPPRESS)
     m.add_argument("--image-side", type=positive(int, 16), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    demo = not (args.data or args.summary or args.bench or args.eval_only)  # the demo preset trains only
+    demo = not (args.data or args.summary or args.eval_only)  # the demo preset trains only
     preset = {**DEMO, "epochs": DEMO_EPOCHS[args.arch]} if demo else PROTOCOL
     if args.patience is None and demo:
         args.patience = args.epochs or preset["epochs"]  # the demo is too short to stop early
@@ -724,37 +570,14 @@ def summary(args):
     if ARCHS[args.arch]["sized"]:
         kw["img_size"] = 256
     model = build_model(args.arch, args.size, args.filters, **kw)
-    params, keras = count_parameters(model)
-    thesis = THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters))
+    params, keras = evaluate.count_parameters(model)
+    thesis = evaluate.THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters))
     name = f"{args.arch}" + (f" {args.size}" if ARCHS[args.arch]["sized"] else "") + f" F={args.filters}"
     print(f"{name}: {params:,} trainable parameters ({keras:,} with BatchNorm running statistics)")
     if thesis:
         print(f"thesis: {thesis}M (Tables 5.2/5.4); ours {params / 1e6:.3g}M, {100 * (params / 1e6 / thesis - 1):+.2f}%")
     else:
         print("thesis: no parameter count reported for this configuration")
-
-
-def bench(args, device):
-    """Parameters and inference time per 256x256 patch of every model (Tables 5.2 and 5.4)."""
-    rows = [("unet", None, 16), ("attention_unet", None, 16), ("attention_ynet", None, 32)]
-    rows += [(a, s, 32) for a in ("unetr2d", "ynetr2d") for s in ("mini", "small", "base")]
-    rows += [("unetr2d", "base", f) for f in (8, 16, 64)]
-    thesis_ms = {("unet", None, 16): "2.9 ± 1.1", ("attention_unet", None, 16): "2.9 ± 1.1",
-                 ("unetr2d", "mini", 32): "4.7 ± 3.8", ("unetr2d", "small", 32): "5.4 ± 4.8",
-                 ("unetr2d", "base", 32): "7.4 ± 7.7", ("ynetr2d", "mini", 32): "5.3 ± 4.9",
-                 ("ynetr2d", "small", 32): "6.1 ± 5.8", ("ynetr2d", "base", 32): "8.4 ± 7.2",
-                 ("unetr2d", "base", 8): "6.5 ± 7.5", ("unetr2d", "base", 16): "6.8 ± 7.7",
-                 ("unetr2d", "base", 64): "10 ± 7.4"}
-    print(f"inference per 256x256 patch, batch 1, on {device}" + (" (bf16 autocast)" if args.amp else ""))
-    print(f"| model | F | params (ours) | params (thesis) | ms (ours) | ms (thesis, RTX 3090) |")
-    print("|---|---|---|---|---|---|")
-    for arch, size, filters in rows:
-        model = build_model(arch, size, filters, **({"img_size": 256} if ARCHS[arch]["sized"] else {})).to(device)
-        mean, std = time_inference(model, args, device, side=256)
-        thesis = THESIS_PARAMS.get((arch, size, filters))
-        print(f"| {arch}{' ' + size if size else ''} | {filters} | {count_parameters(model)[0] / 1e6:.3f}M | "
-              f"{f'{thesis}M' if thesis else '-'} | {mean:.2f} ± {std:.2f} | {thesis_ms.get((arch, size, filters), '-')} |",
-              flush=True)
 
 
 RESUME_FLAGS = {"--out", "--resume", "--device", "--workers", "--progress"}
@@ -792,8 +615,8 @@ def eval_only(args, device):
     saved.data = args.data or saved.data
     saved.amp = args.amp
     datasets = load_datasets(saved)
-    metrics, _ = evaluate(model, saved, datasets, device)
-    params, params_keras = count_parameters(model)
+    metrics, _ = evaluate_run(model, saved, datasets, device)
+    params, params_keras = evaluate.count_parameters(model)
     metrics.update(params=params, params_with_bn_statistics=params_keras, checkpoint=args.eval_only,
                    data=saved.data, device=str(device), **inference_numbers(model, saved, device))
     print(json.dumps(metrics, indent=2))
@@ -812,8 +635,6 @@ def main(argv=None):
         device = pick_device(args.device)
         if args.workers is None:
             args.workers = 4 if device.type == "cuda" else 0
-        if args.bench:
-            return bench(args, device)
         if args.eval_only:
             return eval_only(args, device)
         out, args = prepare_out(args, argv)
@@ -855,7 +676,7 @@ def report(args, runs, out):
                  f"Dice {np.mean([r['test_dice'] for r in runs]):.4f})")
     print(line)
     name = os.path.basename(os.path.normpath(args.data or "")).lower()
-    for dataset, table in THESIS_IOU.items():
+    for dataset, table in evaluate.THESIS_IOU.items():
         thesis = table.get((args.arch, args.size if ARCHS[args.arch]["sized"] else None))
         if dataset in name and thesis and not args.pretext:
             print(f"thesis (Table 5.4, {dataset}): IoU_F {thesis}")

@@ -18,36 +18,6 @@ TINY = ["--arch", "unet", "--filters", "4", "--tile", "32", "--image-side", "64"
         "--test-images", "2", "--batch-size", "4", "--device", "cpu"]
 
 
-def test_iou_and_dice_on_hand_made_masks():
-    mask = np.zeros((4, 4), bool)
-    mask[0, :4] = True                       # 4 foreground pixels
-    pred = np.zeros((4, 4), bool)
-    pred[0, 1:4] = True                      # 3 of them found ...
-    pred[1, 0:3] = True                      # ... and 3 false positives
-    assert train.confusion(pred, mask) == (3, 3, 1)
-    assert train.iou_foreground(pred, mask) == pytest.approx(3 / 7)
-    assert train.dice_coefficient(pred, mask) == pytest.approx(6 / 10)
-    empty = np.zeros((4, 4), bool)
-    assert train.iou_foreground(empty, empty) == 1.0 and train.dice_coefficient(empty, empty) == 1.0
-    assert train.iou_foreground(empty, mask) == 0.0 and train.iou_foreground(mask, empty) == 0.0
-    assert train.iou_foreground(mask, mask) == 1.0
-
-
-def test_per_slice_mean_differs_from_pooled_iou():
-    big = np.zeros((10, 10), bool)
-    big[:5] = True                           # 50 px, predicted perfectly
-    small = np.zeros((10, 10), bool)
-    small[0, 0:2] = True                     # 2 px, one found
-    found = small.copy()
-    found[0, 1] = False
-    probs = [big.astype(np.float32), found.astype(np.float32)]
-    r = train.evaluate_stack(probs, [big, small])
-    assert r["test_iou_f"] == pytest.approx((1.0 + 0.5) / 2)
-    assert r["test_iou_f_global"] == pytest.approx(51 / 52)
-    assert r["test_dice"] == pytest.approx((1.0 + 2 / 3) / 2)
-    assert r["test_dice_global"] == pytest.approx(2 * 51 / (2 * 51 + 1))
-
-
 def _torch_lrs(make_sched, steps, lr):
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     sched = make_sched(opt)

@@ -1,0 +1,212 @@
+"""Evaluation and prediction shared by training (`train.py`) and inference (`predict.py`).
+
+Thesis: §4.2 (evaluation of whole test slices: the CNNs in one pass, the transformers by the
+overlap-tile method of Fig. 4.2-4.3), §4.2.1 (Eq. 4.1 Dice and Eq. 4.2 IoU_F on the foreground
+class, threshold 0.5), Tables 5.2 and 5.4 (parameters, inference time per 256x256 patch, and the
+thesis's own numbers that ours are printed beside).
+
+Training and prediction call the same `predict_slices`, so a mask written by `predict.py` is the
+mask that the run's own evaluation scored. The IoU_F that the thesis reports is the mean over test
+slices (`test_iou_f`); the pooled IoU over the whole stack (`test_iou_f_global`) and Dice both ways
+are reported beside it (SPEC §4). An empty prediction of an empty mask scores 1.
+Shapes: B batch, H x W a slice, n slices; NumPy comments give dtype and range.
+"""
+import time
+
+import numpy as np
+import torch
+
+import stitch
+
+# Parameter counts reported by the thesis, Tables 5.2 and 5.4 (millions), keyed (arch, size, F).
+THESIS_PARAMS = {
+    ("unet", None, 16): 1.95, ("attention_unet", None, 16): 1.99,
+    ("unetr2d", "mini", 32): 4.24, ("unetr2d", "small", 32): 9.34, ("unetr2d", "base", 32): 48.7,
+    ("unetr2d", "base", 8): 44.7, ("unetr2d", "base", 16): 45.6, ("unetr2d", "base", 64): 60.2,
+    ("ynetr2d", "mini", 32): 10.3, ("ynetr2d", "small", 32): 15.4, ("ynetr2d", "base", 32): 54.7,
+}
+
+# Inference ms per 256x256 patch on the thesis's RTX 3090 (mean ± std), Tables 5.2 and 5.4.
+THESIS_MS = {
+    ("unet", None, 16): "2.9 ± 1.1", ("attention_unet", None, 16): "2.9 ± 1.1",
+    ("unetr2d", "mini", 32): "4.7 ± 3.8", ("unetr2d", "small", 32): "5.4 ± 4.8",
+    ("unetr2d", "base", 32): "7.4 ± 7.7", ("ynetr2d", "mini", 32): "5.3 ± 4.9",
+    ("ynetr2d", "small", 32): "6.1 ± 5.8", ("ynetr2d", "base", 32): "8.4 ± 7.2",
+    ("unetr2d", "base", 8): "6.5 ± 7.5", ("unetr2d", "base", 16): "6.8 ± 7.7",
+    ("unetr2d", "base", 64): "10 ± 7.4",
+}
+
+# Test IoU_F (mean ± std of 10 runs), Table 5.4, keyed by data set then (arch, size).
+THESIS_IOU = {
+    "lucchi": {("unet", None): "0.903 ± 0.007", ("attention_unet", None): "0.906 ± 0.003",
+               ("unetr2d", "mini"): "0.861 ± 0.008", ("unetr2d", "small"): "0.857 ± 0.010",
+               ("unetr2d", "base"): "0.853 ± 0.010", ("ynetr2d", "mini"): "0.880 ± 0.024",
+               ("ynetr2d", "small"): "0.894 ± 0.009", ("ynetr2d", "base"): "0.892 ± 0.013"},
+    "kasthuri": {("unet", None): "0.910 ± 0.002", ("attention_unet", None): "0.910 ± 0.001",
+                 ("unetr2d", "mini"): "0.886 ± 0.004", ("unetr2d", "small"): "0.888 ± 0.003",
+                 ("unetr2d", "base"): "0.887 ± 0.004", ("ynetr2d", "mini"): "0.917 ± 0.003",
+                 ("ynetr2d", "small"): "0.916 ± 0.001", ("ynetr2d", "base"): "0.915 ± 0.002"},
+}
+
+
+# ---------------------------------------------------------------- metrics, Eq. 4.1-4.2 (§4.2.1)
+
+def confusion(pred, mask):
+    """(TP, FP, FN) of boolean arrays of one shape."""
+    pred, mask = np.asarray(pred, bool), np.asarray(mask, bool)
+    return int((pred & mask).sum()), int((pred & ~mask).sum()), int((~pred & mask).sum())
+
+
+def iou_from_counts(tp, fp, fn):
+    # Eq. 4.2: IoU_F = TP / (TP + FP + FN); an empty prediction of an empty mask scores 1
+    return 1.0 if tp + fp + fn == 0 else float(tp / (tp + fp + fn))
+
+
+def dice_from_counts(tp, fp, fn):
+    # Eq. 4.1: Dice = 2TP / (2TP + FP + FN)
+    return 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn))
+
+
+def iou_foreground(pred, mask):
+    return iou_from_counts(*confusion(pred, mask))
+
+
+def dice_coefficient(pred, mask):
+    return dice_from_counts(*confusion(pred, mask))
+
+
+def evaluate_stack(probs, masks, threshold=0.5):
+    """Per-slice mean (the thesis's number) and pooled over the stack (SPEC §4), for IoU_F and Dice.
+
+    Also returns the per-slice values under "per_slice" as a list of {"iou_f", "dice"}.
+    """
+    counts = [confusion(np.asarray(p) > threshold, m) for p, m in zip(probs, masks)]
+    tp, fp, fn = np.sum(counts, axis=0)
+    per_slice = [{"iou_f": iou_from_counts(*c), "dice": dice_from_counts(*c)} for c in counts]
+    return {
+        "test_iou_f": float(np.mean([s["iou_f"] for s in per_slice])),
+        "test_iou_f_global": iou_from_counts(tp, fp, fn),
+        "test_dice": float(np.mean([s["dice"] for s in per_slice])),
+        "test_dice_global": dice_from_counts(tp, fp, fn),
+        "per_slice": per_slice,
+    }
+
+
+# ---------------------------------------------------------------- prediction of whole slices (§4.2)
+
+def autocast(amp, device):
+    """bf16 autocast on CUDA when `amp` is set; a no-op context otherwise."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bool(amp and device.type == "cuda"))
+
+
+def model_window(model):
+    """The fixed input side of a transformer (UNETR-2D / YNETR-2D), or None for a fully convolutional net."""
+    return getattr(model, "img_size", None)
+
+
+@torch.no_grad()
+def predict_slice(model, image, device, amp=False, batch_size=8):
+    """Probability map of one (H, W) uint8 slice -> (H, W) float32 in [0, 1] (§4.2).
+
+    CNNs predict the whole slice in one pass; transformers by overlap-tile (Fig. 4.2-4.3) with
+    windows of their input side and relevant patches of half of it.
+    """
+    model.eval()
+    x = image.astype(np.float32) / 255.0  # (H, W) float32 in [0, 1]
+    window = model_window(model)
+    with autocast(amp, device):
+        if window:
+            return stitch.predict_tiled(stitch.model_predict_fn(model, device), x, window=window,
+                                        keep=window // 2, batch_size=batch_size)
+        return stitch.predict_full(model, x, multiple=16, device=device)
+
+
+def predict_slices(model, images, device, amp=False, progress=None):
+    """Probability maps of a stack of (H, W) uint8 slices; `progress` wraps the iterable (a tqdm bar)."""
+    images = images if progress is None else progress(images)
+    return [predict_slice(model, image, device, amp) for image in images]
+
+
+@torch.no_grad()
+def time_inference(model, device, side=256, amp=False, warmup=5, repeats=None):
+    """Mean and std (ms) of one forward pass on a single side x side patch (Table 5.2/5.4 protocol)."""
+    model.eval()
+    repeats = repeats or (100 if device.type == "cuda" else 10)
+    x = torch.rand(1, 1, side, side, device=device)
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast(amp, device):
+            model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return float(np.mean(times)), float(np.std(times))
+
+
+def count_parameters(model):
+    """(trainable parameters, trainable + BatchNorm running statistics as Keras counted them)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    running = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return trainable, trainable + running
+
+
+# ---------------------------------------------------------------- pictures (Pillow only)
+
+def overlay(image, prob, mask=None, threshold=0.5):
+    """(H, W, 3) uint8: the slice in grey; with a mask, true positives green, false positives red and
+    false negatives blue; without one, the predicted mitochondria green."""
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)  # (H, W, 3) float32 in [0, 255]
+    pred = prob > threshold
+    if mask is None:
+        regions = ((pred, (0, 200, 0)),)
+    else:
+        truth = mask > 0
+        regions = ((pred & truth, (0, 200, 0)), (pred & ~truth, (230, 0, 0)), (~pred & truth, (0, 90, 255)))
+    for region, colour in regions:
+        rgb[region] = 0.5 * rgb[region] + 0.5 * np.array(colour, np.float32)
+    return rgb.astype(np.uint8)
+
+
+def save_overlay(image, prob, mask, path, threshold=0.5):
+    from PIL import Image
+
+    Image.fromarray(overlay(image, prob, mask, threshold)).save(path)
+
+
+def draw_curves(history, path, pretext):
+    """Loss (train, val) and validation IoU_F per epoch, drawn with Pillow."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (900, 340), "white")
+    draw = ImageDraw.Draw(img)
+    epochs = [h["epoch"] for h in history]
+    panels = [("loss (train: blue, val: orange)", [("train_loss", (31, 119, 180)), ("val_loss", (255, 127, 14))])]
+    if not pretext:
+        panels.append(("validation IoU_F", [("val_iou_f", (44, 160, 44))]))
+    width = 880 // len(panels)
+    for p, (title, series) in enumerate(panels):
+        x0, y0, x1, y1 = 10 + p * width + 50, 30, 10 + (p + 1) * width - 10, 300
+        values = [h[key] for key, _ in series for h in history if math.isfinite(h[key])]
+        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        draw.rectangle([x0, y0, x1, y1], outline="black")
+        draw.text((x0, 10), title, fill="black")
+        draw.text((x0 - 45, y0), f"{hi:.3g}", fill="black")
+        draw.text((x0 - 45, y1 - 10), f"{lo:.3g}", fill="black")
+        draw.text((x0, y1 + 8), f"epoch {epochs[0]}", fill="black")
+        draw.text((x1 - 60, y1 + 8), f"epoch {epochs[-1]}", fill="black")
+        span = max(epochs[-1] - epochs[0], 1)
+        for key, colour in series:
+            pts = [(x0 + (h["epoch"] - epochs[0]) / span * (x1 - x0), y1 - (h[key] - lo) / (hi - lo) * (y1 - y0))
+                   for h in history if math.isfinite(h[key])]
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=2)
+            for x, y in pts:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+    img.save(path)
