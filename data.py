@@ -77,10 +77,15 @@ def _page_to_array(page, is_mask, name):
         "(luminance)"
 
 
-def _read_folder(folder, is_mask):
-    """Every page of every file in `folder` -> (list of (H, W) uint8, list of their names)."""
-    arrays, names, notes = [], [], set()
-    for path in _image_files(folder):
+def read_files(paths, is_mask=False):
+    """Every page of every file -> list of (path, list of (H, W) uint8 pages), one entry per file.
+
+    A multi-page TIFF stack gives one entry with a page per slice. Colour, 1-bit and 16-bit images
+    are converted as SPEC §1 says, with one warning per kind of conversion.
+    """
+    files, notes = [], set()
+    for path in paths:
+        pages = []
         try:
             with Image.open(path) as im:
                 n_pages = getattr(im, "n_frames", 1)
@@ -88,15 +93,35 @@ def _read_folder(folder, is_mask):
                     im.seek(k)
                     name = path if n_pages == 1 else f"{path} (page {k + 1})"
                     array, note = _page_to_array(im, is_mask, name)
-                    arrays.append(array)
-                    names.append(name)
+                    pages.append(array)
                     notes.add(note)
         except (OSError, ValueError, SyntaxError, EOFError) as e:  # includes UnidentifiedImageError
             reason = " ".join(str(e).split())
             raise DataError(f"{path}: cannot read this file as an image ({reason}); replace or "
                             "remove the corrupt file") from e
+        files.append((path, pages))
+    where = os.path.dirname(paths[0]) if paths else ""
     for note in sorted(n for n in notes if n):
-        warnings.warn(f"{folder}: {note}", stacklevel=3)
+        warnings.warn(f"{where}: {note}", stacklevel=3)
+    return files
+
+
+def image_paths(path):
+    """One image file, or the image files of a folder sorted by name -> list of paths."""
+    if os.path.isfile(path):
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            raise DataError(f"{path}: not a .png, .tif or .tiff file; pass an image, a multi-page "
+                            "TIFF stack or a folder of them")
+        return [path]
+    return _image_files(path)
+
+
+def _read_folder(folder, is_mask):
+    """Every page of every file in `folder` -> (list of (H, W) uint8, list of their names)."""
+    arrays, names = [], []
+    for path, pages in read_files(_image_files(folder), is_mask):
+        arrays += pages
+        names += [path] if len(pages) == 1 else [f"{path} (page {k + 1})" for k in range(len(pages))]
     return arrays, names
 
 

@@ -24,6 +24,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import sys
 import time
 
@@ -297,23 +298,57 @@ def model_config(args):
     return {"arch": args.arch, "size": args.size, "filters": args.filters, "model_kwargs": model_kwargs(args)}
 
 
-def rebuild(checkpoint):
+CONFIG_KEYS = ("arch", "size", "filters", "model_kwargs")
+
+
+def rebuild(checkpoint, name="checkpoint"):
+    """The model a checkpoint describes (its `config`), with the checkpoint's weights loaded.
+
+    Refuses, as a RunError naming `name`, a config that builds no model or weights that do not fit it.
+    """
     cfg = checkpoint["config"]
-    model = build_model(cfg["arch"], cfg["size"], cfg["filters"], **cfg["model_kwargs"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model = build_model(cfg["arch"], cfg["size"], cfg["filters"], **cfg["model_kwargs"])
+    except (ValueError, TypeError) as exc:
+        raise RunError(f"{name}: its config does not describe a model of this project ({exc})") from None
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise RunError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config ({first}); "
+                       "the file is damaged or was edited") from None
     return model
 
 
-def load_checkpoint(path, flag):
-    """torch.load with a one-line answer for anything that is not one of our checkpoints."""
+def load_checkpoint(path, flag, keys=("model", "config", "args")):
+    """A checkpoint written by train.py, loaded as data only (weights_only=True: tensors, numbers,
+    strings, lists and dicts), so a downloaded file cannot run code. Anything else is a RunError
+    with one line naming the file and what is wrong."""
+    name = f"{flag} {path}"
+    if not os.path.isfile(path):
+        raise RunError(f"{name}: no such file; pass the best.pt or last.pt of an earlier run")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-            raise ValueError("no model and config inside")
-        return ckpt
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not a pickle at all, or a damaged one
+            raise RunError(f"{name}: not a checkpoint written by train.py (unreadable); "
+                           "pass the best.pt or last.pt of an earlier run") from None
+        raise RunError(f"{name}: refused, the file holds Python objects other than tensors, numbers, strings, "
+                       "lists and dicts (loading it could run code); use a checkpoint written by train.py") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise RunError(f"{flag} {path}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
+        raise RunError(f"{name}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
                        "pass the best.pt or last.pt of an earlier run") from None
+    if not isinstance(ckpt, dict):
+        raise RunError(f"{name}: not a checkpoint written by train.py (a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in keys if k not in ckpt]
+    missing += [f"config.{k}" for k in CONFIG_KEYS if "config" in keys and "config" not in missing
+                and (not isinstance(ckpt["config"], dict) or k not in ckpt["config"])]
+    if missing:
+        raise RunError(f"{name}: not a checkpoint written by train.py (no {', '.join(missing)} inside)")
+    if "model" in keys and not (isinstance(ckpt["model"], dict)
+                                and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
+        raise RunError(f"{name}: its 'model' entry is not a table of tensors; the file is damaged or was edited")
+    return ckpt
 
 
 def load_matching(model, path):
@@ -322,7 +357,7 @@ def load_matching(model, path):
     Returns (loaded, fresh): the names copied and the names left as initialised (a different
     output head, another input size's position embedding, a layer the source lacks).
     """
-    source = load_checkpoint(path, "--init")["model"]
+    source = load_checkpoint(path, "--init", keys=("model",))["model"]
     own = model.state_dict()
     loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
     own.update({k: source[k] for k in loaded})
@@ -458,7 +493,7 @@ def train_run(args, device, out):
     if not os.path.exists(best_path):  # no epoch ran (e.g. --epochs 0): the starting weights are the best
         checkpoint(best_path, False)
     # Early stopping restores the best weights (§4.3.2) before the test evaluation.
-    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(best_path, "best.pt", keys=("model",))["model"])
     evaluate.draw_curves(state["history"] or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan,
                                       "val_iou_f": math.nan}], os.path.join(out, "curves.png"), args.pretext)
     metrics, probs = evaluate_run(model, args, datasets, device)
@@ -610,7 +645,8 @@ def prepare_out(args, argv):
 def eval_only(args, device):
     """Re-evaluate a checkpoint on its run's test split, or on `--data` (App. A, Table 1)."""
     ckpt = load_checkpoint(args.eval_only, "--eval-only")
-    model = rebuild(ckpt).to(device)
+    model = rebuild(ckpt, f"--eval-only {args.eval_only}").to(device)
+    out = prepare_out(argparse.Namespace(**{**vars(args), "resume": False}), [])[0] if args.out else None
     saved = argparse.Namespace(**ckpt["args"])
     saved.data = args.data or saved.data
     saved.amp = args.amp
@@ -619,9 +655,8 @@ def eval_only(args, device):
     params, params_keras = evaluate.count_parameters(model)
     metrics.update(params=params, params_with_bn_statistics=params_keras, checkpoint=args.eval_only,
                    data=saved.data, device=str(device), **inference_numbers(model, saved, device))
-    print(json.dumps(metrics, indent=2))
-    if args.out:
-        out, _ = prepare_out(argparse.Namespace(**{**vars(args), "resume": False}), [])
+    print(json.dumps({k: v for k, v in metrics.items() if k != "per_slice"}, indent=2))
+    if out:
         save_atomic(metrics, os.path.join(out, "eval.json"))
     return metrics
 

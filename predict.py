@@ -1,0 +1,273 @@
+"""Segment new EM slices with a trained model, and look inside its transformer.
+
+Thesis: §4.2 (whole-slice prediction: the CNNs in one pass, UNETR-2D / YNETR-2D by the overlap-tile
+method of Fig. 4.2-4.3), §4.2.1 (threshold 0.5, Eq. 4.1-4.2), §2.2.1.1 and Fig. 2.4 (the attention
+weights softmax(QK^T / sqrt(d_k)) that `--attention` draws), §2.2.5 (the ViT's 16x16 patches).
+
+    python predict.py runs/.../best.pt slices/ --out masks/            # a folder of PNG/TIFF slices
+    python predict.py best.pt stack.tif --masks truth.tif --probabilities
+    python predict.py best.pt slice.png --attention --query-patch 8,8  # per-head maps and rollout
+
+The model is rebuilt from the checkpoint alone (`train.rebuild`, loaded with weights_only=True) and
+predicts through `evaluate.predict_slice`, the function the training run's own evaluation used, so
+the two cannot disagree. Attention rollout is Abnar & Zuidema (2020): the product over layers of
+0.5 * mean over heads of A + 0.5 * I, rows renormalised; UNETR-2D has no class token, so we show the
+row of one query patch. Shapes: L layers, h heads, N = (T/P)^2 tokens, T window side, P patch side.
+"""
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+import data
+import evaluate
+import train
+
+
+# ---------------------------------------------------------------- reading and writing slices
+
+def output_paths(out, files, probabilities, n_overlays):
+    """Every file prediction will write, keyed by input file: mask (and probability map) per input
+    file, named after it; a multi-page TIFF in gives multi-page TIFFs out; overlays for the first slices."""
+    plan, slice_index = [], 0
+    for path, pages in files:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        ext = ".tif" if len(pages) > 1 else ".png"
+        entry = {"input": path, "pages": len(pages), "mask": os.path.join(out, f"{stem}_mask{ext}"),
+                 "prob": os.path.join(out, f"{stem}_prob{ext}") if probabilities else None, "overlays": []}
+        for k in range(len(pages)):
+            if slice_index + k < n_overlays:
+                suffix = "" if len(pages) == 1 else f"_{k + 1:03d}"
+                entry["overlays"].append(os.path.join(out, f"{stem}{suffix}_overlay.png"))
+        slice_index += len(pages)
+        plan.append(entry)
+    return plan
+
+
+def save_pages(pages, path):
+    """(H, W) uint8 pages -> one PNG, or a multi-page TIFF when there are several."""
+    images = [Image.fromarray(p) for p in pages]
+    if len(images) == 1:
+        images[0].save(path)
+    else:
+        images[0].save(path, save_all=True, append_images=images[1:], compression="tiff_deflate")
+
+
+def read_masks(path, files):
+    """Ground-truth masks for `files`, paired by sorted order as in training (SPEC §1)."""
+    if not os.path.exists(path):
+        raise train.RunError(f"--masks {path}: no such file or folder")
+    masks = [m for _, pages in data.read_files(data.image_paths(path), is_mask=True) for m in pages]
+    shapes = [p.shape for _, pages in files for p in pages]
+    if len(masks) != len(shapes):
+        raise train.RunError(f"--masks {path}: {len(masks)} masks for {len(shapes)} input slices; every slice "
+                             "needs exactly one mask (paired by sorted file name)")
+    for k, (mask, shape) in enumerate(zip(masks, shapes)):
+        if mask.shape != shape:
+            raise train.RunError(f"--masks {path}: mask {k + 1} is {mask.shape[0]}x{mask.shape[1]} but its slice is "
+                                 f"{shape[0]}x{shape[1]}; a mask must match its slice pixel for pixel")
+    return masks
+
+
+def segment(args, model, device, files):
+    """Predict every slice, then write masks, probability maps, overlays and metrics.json."""
+    from tqdm import tqdm
+
+    masks = read_masks(args.masks, files) if args.masks else None
+    plan = output_paths(args.out, files, args.probabilities, args.overlays)
+    targets = [p for e in plan for p in [e["mask"], e["prob"], *e["overlays"]] if p]
+    if args.masks:
+        targets.append(os.path.join(args.out, "metrics.json"))
+    existing = [p for p in targets if os.path.exists(p)]
+    if existing and not args.overwrite:
+        raise train.RunError(f"{existing[0]} already exists ({len(existing)} output file(s) would be replaced); "
+                             "choose another --out or add --overwrite")
+    os.makedirs(args.out, exist_ok=True)
+    slices = [(entry, page) for entry, (_, pages) in zip(plan, files) for page in pages]
+    bar = tqdm(slices, desc="slices", unit="slice", file=sys.stderr)
+    probs = [evaluate.predict_slice(model, page, device, amp=args.amp) for _, page in bar]  # (H, W) float32
+    k = 0
+    for entry, (_, pages) in zip(plan, files):
+        mine = probs[k:k + len(pages)]
+        # §4.2.1: a pixel is a mitochondrion when its probability exceeds the threshold
+        save_pages([(p > args.threshold).astype(np.uint8) * 255 for p in mine], entry["mask"])
+        if entry["prob"]:
+            save_pages([np.round(p * 255).astype(np.uint8) for p in mine], entry["prob"])
+        for j, path in enumerate(entry["overlays"]):
+            truth = masks[k + j] if masks is not None else None
+            evaluate.save_overlay(pages[j], mine[j], truth, path, args.threshold)
+        k += len(pages)
+    print(f"wrote {len(targets) - bool(args.masks)} file(s) for {len(probs)} slice(s) to {args.out}")
+    if masks is None:
+        return {"probabilities": probs}
+    metrics = evaluate.evaluate_stack(probs, masks, args.threshold)
+    names = [e["input"] if e["pages"] == 1 else f"{e['input']} (page {j + 1})" for e in plan for j in range(e["pages"])]
+    for name, s in zip(names, metrics["per_slice"]):
+        s["slice"] = name
+        print(f"{name}: IoU_F {s['iou_f']:.4f}  Dice {s['dice']:.4f}")
+    print(f"per-slice mean IoU_F {metrics['test_iou_f']:.4f} (pooled {metrics['test_iou_f_global']:.4f}), "
+          f"Dice {metrics['test_dice']:.4f} (pooled {metrics['test_dice_global']:.4f})")
+    train.save_atomic({**metrics, "checkpoint": args.checkpoint, "threshold": args.threshold},
+                      os.path.join(args.out, "metrics.json"))
+    return {"probabilities": probs, **metrics}
+
+
+# ---------------------------------------------------------------- attention maps (§2.2.1.1, Fig. 2.4)
+
+def attention_rollout(maps):
+    """Abnar & Zuidema's rollout of L x (B, h, N, N) attention weights -> (B, N, N).
+
+    Each layer's mean over heads is mixed half and half with the identity (the residual connection
+    of Fig. 2.5), its rows renormalised, and the layers multiplied, the first layer rightmost.
+    """
+    rollout = None
+    for weights in maps:
+        B, h, N, _ = weights.shape
+        mixed = 0.5 * weights.mean(dim=1) + 0.5 * torch.eye(N, dtype=weights.dtype)  # (B, N, N)
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)  # (B, N, N), rows sum to 1
+        rollout = mixed if rollout is None else mixed @ rollout  # (B, N, N)
+    return rollout
+
+
+def heat_colours(values):
+    """(H, W) float in [0, 1] -> (H, W, 3) float32 RGB on a dark-blue to yellow scale."""
+    stops = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]], np.float32)
+    position = np.clip(values, 0, 1) * (len(stops) - 1)  # (H, W) float in [0, 4]
+    low = np.minimum(np.floor(position).astype(int), len(stops) - 2)
+    frac = (position - low)[..., None]  # (H, W, 1)
+    return stops[low] * (1 - frac) + stops[low + 1] * frac  # (H, W, 3) float32 in [0, 255]
+
+
+def heat_over(window, values, query=None, patch=16):
+    """A heat map upsampled by `patch` (nearest) and blended over the grey window -> (T, T, 3) uint8.
+
+    values: (T/P, T/P) non-negative; scaled so that its maximum is yellow. query: (i, j) patch to outline.
+    """
+    scaled = values / values.max() if values.max() > 0 else values
+    heat = heat_colours(np.kron(scaled, np.ones((patch, patch))))  # (T, T, 3) float32
+    grey = np.repeat(window[..., None].astype(np.float32), 3, axis=2)  # (T, T, 3) float32 in [0, 255]
+    image = Image.fromarray((0.45 * grey + 0.55 * heat).astype(np.uint8))
+    if query is not None:
+        i, j = query
+        ImageDraw.Draw(image).rectangle([j * patch, i * patch, (j + 1) * patch - 1, (i + 1) * patch - 1],
+                                        outline=(255, 255, 255), width=2)
+    return image
+
+
+def cut_window(image, centre, side):
+    """The side x side window centred at (y, x), clamped to the image, mirror-padded when the image is
+    smaller than the window (as `stitch` pads) -> ((side, side) uint8, (top, left) in image coordinates)."""
+    H, W = image.shape
+    padded = np.pad(image, [(max(0, side - H),) * 2, (max(0, side - W),) * 2], mode="symmetric")
+    off_y, off_x = max(0, side - H), max(0, side - W)
+    top = min(max(centre[0] + off_y - side // 2, 0), padded.shape[0] - side)
+    left = min(max(centre[1] + off_x - side // 2, 0), padded.shape[1] - side)
+    return padded[top:top + side, left:left + side], (top - off_y, left - off_x)
+
+
+def attention_figures(args, model, device, image, name):
+    """Per-layer grids of every head's attention for one query patch, and the rollout (PNG files)."""
+    encoder = getattr(model, "encoder", None)
+    if not hasattr(encoder, "attention_maps"):
+        raise train.RunError(f"--attention: {args.checkpoint} holds a CNN; attention maps need a UNETR-2D or "
+                             "YNETR-2D checkpoint")
+    side, patch = model.img_size, model.patch_size
+    grid = side // patch
+    centre = args.window_at or (image.shape[0] // 2, image.shape[1] // 2)
+    query = args.query_patch or (grid // 2, grid // 2)
+    if not all(0 <= q < grid for q in query):
+        raise train.RunError(f"--query-patch {query[0]},{query[1]}: outside the {grid}x{grid} patch grid; "
+                             f"use I,J in 0..{grid - 1}")
+    window, (top, left) = cut_window(image, centre, side)  # (T, T) uint8
+    stem = os.path.splitext(os.path.basename(name))[0]
+    paths = [os.path.join(args.out, f"{stem}_attention_layer{l + 1}.png") for l in range(len(encoder.blocks))]
+    paths.append(os.path.join(args.out, f"{stem}_attention_rollout.png"))
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not args.overwrite:
+        raise train.RunError(f"{existing[0]} already exists; choose another --out or add --overwrite")
+    os.makedirs(args.out, exist_ok=True)
+    model.eval()
+    x = torch.from_numpy(window.astype(np.float32) / 255.0)[None, None].to(device)  # (1, 1, T, T)
+    maps = [m.float().cpu() for m in encoder.attention_maps(x)]  # L x (1, h, N, N)
+    q = query[0] * grid + query[1]  # row-major token index (§2.2.5)
+    for layer, (weights, path) in enumerate(zip(maps, paths)):
+        h = weights.shape[1]
+        cols = math.ceil(math.sqrt(h))
+        rows = math.ceil(h / cols)
+        sheet = Image.new("RGB", (cols * (side + 4), rows * (side + 20)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for head in range(h):
+            r, c = divmod(head, cols)
+            values = weights[0, head, q].reshape(grid, grid).numpy()  # (T/P, T/P), sums to 1 over the grid
+            sheet.paste(heat_over(window, values, query, patch), (c * (side + 4), r * (side + 20) + 18))
+            draw.text((c * (side + 4) + 2, r * (side + 20) + 3), f"layer {layer + 1}, head {head + 1}", fill="black")
+        sheet.save(path)
+    rollout = attention_rollout(maps)[0, q].reshape(grid, grid).numpy()  # (T/P, T/P)
+    heat_over(window, rollout, query, patch).save(paths[-1])
+    print(f"attention of patch {query[0]},{query[1]} in the {side}x{side} window at rows {top}-{top + side - 1}, "
+          f"columns {left}-{left + side - 1} of {name}: {len(maps)} layer grids and the rollout in {args.out}")
+    return {"maps": maps, "rollout": attention_rollout(maps), "window": window, "paths": paths}
+
+
+# ---------------------------------------------------------------- command line
+
+def pair(text):
+    try:
+        a, b = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two integers as I,J, got {text!r}") from None
+    return a, b
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Segment EM slices with a best.pt/last.pt of train.py (§4.2), or "
+                                "draw a transformer's attention (--attention).")
+    p.add_argument("checkpoint", help="a best.pt or last.pt written by train.py")
+    p.add_argument("input", help="one PNG/TIFF slice, a multi-page TIFF stack, or a folder of them")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is foreground "
+                   "(§4.2.1: 0.5)")
+    p.add_argument("--probabilities", action="store_true", help="also write 8-bit probability maps")
+    p.add_argument("--masks", help="ground-truth masks (file or folder) to score IoU_F and Dice against")
+    p.add_argument("--overlays", type=train.positive(int, 0), default=3, help="overlay PNGs for the first N slices")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    a = p.add_argument_group("attention maps (UNETR-2D / YNETR-2D)")
+    a.add_argument("--attention", action="store_true", help="draw every head's attention and the rollout")
+    a.add_argument("--window-at", type=pair, metavar="Y,X", help="centre of the window (default: image centre)")
+    a.add_argument("--query-patch", type=pair, metavar="I,J", help="query patch row,column (default: grid centre)")
+    args = p.parse_args(argv)
+    if not 0.0 <= args.threshold <= 1.0:
+        raise train.RunError(f"--threshold {args.threshold}: must lie in [0, 1]")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+        ckpt = train.load_checkpoint(args.checkpoint, "checkpoint")
+        model = train.rebuild(ckpt, f"checkpoint {args.checkpoint}")
+        if not os.path.exists(args.input):
+            raise train.RunError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
+        files = data.read_files(data.image_paths(args.input))
+        device = train.pick_device(args.device)
+        model = model.to(device)
+        if args.attention:
+            path, pages = files[0]
+            return attention_figures(args, model, device, pages[0], path)
+        return segment(args, model, device, files)
+    except (data.DataError, train.RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
