@@ -154,9 +154,11 @@ EXERCISES = [
              "plus the Dice loss when args.loss is 'bce_dice' (App. B). A pretext run (args.pretext set): MSE "
              "between sigmoid(logits) and the clean image (§5.3). The Attention Y-Net returns (segmentation "
              "logits, reconstruction in [0, 1]): L = alpha * MSE(reconstruction, x) + (1 - alpha) * "
-             "BCE(segmentation, y), alpha = args.alpha (App. A Eq. 1); in a pretext run only the "
-             "reconstruction's MSE against y.",
-             "F.binary_cross_entropy_with_logits and F.mse_loss; dice_loss is defined just above."),
+             "BCE(segmentation, y), alpha = args.alpha (App. A Eq. 1), where a sample whose mask is -1 (an "
+             "unlabelled target image) has a BCE of 0 and the BCE is averaged over the batch; in a pretext run "
+             "only the reconstruction's MSE against y.",
+             "F.binary_cross_entropy_with_logits(..., reduction='none') gives per-pixel terms to average per "
+             "sample; F.mse_loss; dice_loss is defined just above."),
 ]
 BY_NUMBER = {e.number: e for e in EXERCISES}
 
@@ -1184,6 +1186,17 @@ def _():
         loss = train.compute_loss(loss_args(alpha=alpha), (z, rec), x, y)
         g = torch.autograd.grad(loss, idle, allow_unused=True)[0]
         assert g is None or g.abs().max() == 0, f"alpha {alpha}: the {'segmentation' if idle is z else 'reconstruction'} still gets a gradient"
+
+
+@behaviour(12, "Attention Y-Net: an unlabelled sample (mask -1) adds a BCE of 0 and no segmentation gradient")
+def _():
+    import train
+    z, rec, x, y = batch(6)
+    y[1] = -1.0  # sample 1 has no label (a target-domain image, App. A)
+    loss = train.compute_loss(loss_args(alpha=0.3), (z, rec), x, y)
+    close(loss, 0.3 * ((rec - x) ** 2).mean() + 0.7 * bce(z[:1], y[:1]) / 2, "loss (BCE of sample 0, over 2 samples)")
+    grad = torch.autograd.grad(loss, z)[0]
+    assert grad[1].abs().max() == 0, "the unlabelled sample sends a gradient to the segmentation"
 
 
 @behaviour(12, "Attention Y-Net pretext: MSE between the reconstruction and the clean target")
