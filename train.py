@@ -224,12 +224,15 @@ def dice_loss(logits, target, eps=1.0):
 
 def compute_loss(args, output, x, y):
     """The training objective. Segmentation: BCE (§4.3.2) or BCE + Dice (App. B). Pretext: MSE between
-    the restored and the clean image (§5.3). Attention Y-Net: alpha*MSE + (1-alpha)*BCE (App. A Eq. 1)."""
+    the restored and the clean image (§5.3). Attention Y-Net: alpha*MSE + (1-alpha)*BCE (App. A Eq. 1),
+    where a sample whose mask is -1 ("no label", a target image in adapt.py) has a BCE of 0."""
     if isinstance(output, tuple):  # Attention Y-Net: (segmentation logits, reconstruction in [0, 1])
         seg, rec = output
         if args.pretext:
             return F.mse_loss(rec, y)
-        return args.alpha * F.mse_loss(rec, x) + (1 - args.alpha) * F.binary_cross_entropy_with_logits(seg, y)
+        labelled = (y.flatten(1)[:, 0] >= 0).to(seg.dtype)  # (B,) 1 for a labelled sample, 0 for "no label"
+        bce = F.binary_cross_entropy_with_logits(seg, y.clamp(min=0), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        return args.alpha * F.mse_loss(rec, x) + (1 - args.alpha) * (bce * labelled).mean()
     if args.pretext:
         return F.mse_loss(torch.sigmoid(output), y)
     loss = F.binary_cross_entropy_with_logits(output, y)
