@@ -239,14 +239,39 @@ def rotate(image, angle_deg, order=1):
     return top * (1 - fr) + bottom * fr                        # (H, W) float32
 
 
-def _random_geometry(rng):
-    """Draw one DA transform: angle uniform in [-180, 180], horizontal and vertical flips p=0.5."""
-    return rng.uniform(-180.0, 180.0), rng.random() < 0.5, rng.random() < 0.5
+# --rotation (train.py): how the DA rotation is drawn and resampled. "any" is the thesis's (§4.3.2,
+# App. B: rotation_range=180, bilinear image); "any-nearest" draws the same angles but resamples the
+# image by nearest neighbour as the mask, so every output pixel is a measured one (no smoothing);
+# "right" turns by a multiple of 90 degrees, an exact permutation of the pixels.
+ROTATIONS = ("any", "any-nearest", "right")
+
+
+def _random_geometry(rng, rotation="any"):
+    """Draw one DA transform (angle in degrees, horizontal flip, vertical flip); flips p=0.5.
+
+    "any", "any-nearest": angle uniform in [-180, 180] (a float). "right": 0, 90, 180 or 270 with
+    equal chance, as an int, which `_apply_geometry` applies with np.rot90 (no resampling).
+    """
+    if rotation == "right":
+        angle = 90 * int(rng.integers(4))
+    elif rotation in ("any", "any-nearest"):
+        angle = rng.uniform(-180.0, 180.0)
+    else:
+        raise ValueError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
+    return angle, rng.random() < 0.5, rng.random() < 0.5
+
+
+def _image_order(rotation):
+    """Interpolation order for the image (0 nearest, 1 bilinear); masks are always nearest."""
+    return 0 if rotation == "any-nearest" else 1
 
 
 def _apply_geometry(array, geometry, order):
     angle, hflip, vflip = geometry
-    out = rotate(array, angle, order)                          # (T, T)
+    if isinstance(angle, int):                                 # a right angle: exact, any dtype
+        out = np.rot90(array, angle // 90)                     # (T, T) counter-clockwise
+    else:
+        out = rotate(array, angle, order)                      # (T, T)
     if hflip:
         out = out[:, ::-1]
     if vflip:
@@ -254,13 +279,13 @@ def _apply_geometry(array, geometry, order):
     return np.ascontiguousarray(out)
 
 
-def augment_pair(image, mask, rng):
+def augment_pair(image, mask, rng, rotation="any"):
     """The same random rotation and flips on image and mask -> (float32 in [0,1], uint8 {0,1})."""
-    geometry = _random_geometry(rng)
+    geometry = _random_geometry(rng, rotation)
     scale = 255.0 if image.dtype == np.uint8 else 1.0
-    image = _apply_geometry(image.astype(np.float32) / scale, geometry, order=1)  # float32 [0,1]
+    image = _apply_geometry(image.astype(np.float32) / scale, geometry, _image_order(rotation))
     mask = _apply_geometry(mask, geometry, order=0)            # (T, T) uint8 in {0, 1}
-    return np.clip(image, 0.0, 1.0), mask
+    return np.clip(image, 0.0, 1.0), mask                      # (T, T) float32 in [0, 1]
 
 
 class TileDataset(torch.utils.data.Dataset):
@@ -268,17 +293,21 @@ class TileDataset(torch.utils.data.Dataset):
 
     With masks: (image in [0,1], mask in {0,1}). Without masks and with `degrade` (the pretext
     task of §3.3): (degraded image, clean image), both in [0, 1]. Without either: (image, image),
-    the reconstruction target of the Attention Y-Net (App. A). Call set_epoch before each epoch
-    (with DataLoader workers, do not use persistent_workers, which keep a stale copy).
+    the reconstruction target of the Attention Y-Net (App. A). `rotation`: one of ROTATIONS.
+    Call set_epoch before each epoch (with DataLoader workers, do not use persistent_workers,
+    which keep a stale copy).
     """
 
-    def __init__(self, images, masks=None, augment=False, seed=0, degrade=None):
+    def __init__(self, images, masks=None, augment=False, seed=0, degrade=None, rotation="any"):
         if masks is not None and degrade is not None:
             raise ValueError("degrade is for the denoising pretext task, which takes no masks")
         if masks is not None and masks.shape != images.shape:
             raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
         self.images, self.masks = images, masks                # (n, T, T) uint8 each
         self.augment, self.seed, self.degrade, self.epoch = augment, seed, degrade, 0
+        self.rotation = rotation
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -286,23 +315,58 @@ class TileDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.images)
 
+    def _pick(self, i, rng):
+        """Sample i before augmentation -> ((T, T) uint8, (T, T) uint8 or None)."""
+        return self.images[i], None if self.masks is None else self.masks[i]
+
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        image = self.images[i]                                  # (T, T) uint8
-        if self.masks is not None:
+        image, mask = self._pick(i, rng)                        # (T, T) uint8 each
+        if mask is not None:
             if self.augment:
-                x, y = augment_pair(image, self.masks[i], rng)
+                x, y = augment_pair(image, mask, rng, self.rotation)
             else:
-                x, y = image.astype(np.float32) / 255.0, self.masks[i]
+                x, y = image.astype(np.float32) / 255.0, mask
             return _tensor(x), _tensor(y)
         if self.augment:
-            x = _apply_geometry(image.astype(np.float32), _random_geometry(rng), order=1)
+            x = _apply_geometry(image.astype(np.float32), _random_geometry(rng, self.rotation),
+                                _image_order(self.rotation))
             image = np.clip(np.round(x), 0, 255).astype(np.uint8)  # (T, T) uint8
         clean = image.astype(np.float32) / 255.0                # (T, T) float32 in [0, 1]
         if self.degrade is None:
             return _tensor(clean), _tensor(clean)
         degraded = np.asarray(self.degrade(image, rng), dtype=np.uint8)  # (T, T) uint8
         return _tensor(degraded.astype(np.float32) / 255.0), _tensor(clean)
+
+
+class CropDataset(TileDataset):
+    """A fresh random T x T window of the slices for every (seed, epoch, index), then the DA.
+
+    The slices are mirror-padded to a multiple of T as for the tile grid (§4.3.1), and a window is
+    any T x T square inside the padded slice: slice, top row and left column uniform, drawn from
+    default_rng([seed, epoch, i]) before the augmentation. An epoch holds `length` samples, by
+    default as many as the tile grid of the same slices (so an epoch costs what it costs with
+    tiles). Not in the thesis, which cuts a fixed grid: here every epoch sees new windows.
+    """
+
+    def __init__(self, slices, masks=None, tile=256, length=None, augment=False, seed=0,
+                 degrade=None, rotation="any"):
+        padded = pad_to_multiple(slices, tile)                 # (n, H', W') uint8
+        super().__init__(padded, None if masks is None else pad_to_multiple(masks, tile),
+                         augment=augment, seed=seed, degrade=degrade, rotation=rotation)
+        n, height, width = padded.shape
+        self.tile = tile
+        self.length = n * (height // tile) * (width // tile) if length is None else int(length)
+
+    def __len__(self):
+        return self.length
+
+    def _pick(self, i, rng):
+        n, height, width = self.images.shape
+        k = int(rng.integers(n))
+        top, left = int(rng.integers(height - self.tile + 1)), int(rng.integers(width - self.tile + 1))
+        window = (k, slice(top, top + self.tile), slice(left, left + self.tile))
+        return self.images[window], None if self.masks is None else self.masks[window]
 
 
 def _tensor(array):

@@ -452,3 +452,127 @@ def test_synthetic_domains_differ(synthetic):
     assert abs(a[0] - b[0]) > 10                                # brightness
     assert a[1] > 1.1 * b[1]                                    # contrast
     assert b[2] > 1.2 * a[2]                                    # noise relative to structure
+
+
+# ---------------------------------------------------------------- --rotation and --sampling crops
+
+def _dihedral(array):
+    """The 8 right-angle rotations and flips of an (H, W) array, written with NumPy only."""
+    return [np.rot90(a, k) for a in (array, array[:, ::-1]) for k in range(4)]
+
+
+def test_right_rotation_is_an_exact_permutation_that_moves_the_mask_too():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, size=(24, 24), dtype=np.uint8)  # no symmetry: each transform unique
+    mask = (image > 140).astype(np.uint8)
+    candidates = [(x.astype(np.float32) / 255, y) for x, y in zip(_dihedral(image), _dihedral(mask))]
+    seen = set()
+    for seed in range(40):
+        x, y = data.augment_pair(image, mask, np.random.default_rng(seed), rotation="right")
+        assert x.dtype == np.float32 and y.dtype == np.uint8
+        np.testing.assert_array_equal(np.sort(x, axis=None), np.sort(image / np.float32(255), axis=None))
+        hits = [k for k, (cx, cy) in enumerate(candidates) if np.array_equal(x, cx)]
+        assert len(hits) == 1 and np.array_equal(y, candidates[hits[0]][1])  # same transform on the mask
+        seen.add(hits[0])
+    assert len(seen) == 8                                      # all of them are drawn
+
+
+def test_any_nearest_draws_the_same_angles_and_keeps_measured_pixels():
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, size=(32, 32), dtype=np.uint8)
+    mask = (image > 100).astype(np.uint8)
+    for seed in range(6):
+        x, y = data.augment_pair(image, mask, np.random.default_rng(seed), rotation="any-nearest")
+        assert set(np.unique(np.round(x * 255).astype(int))) <= set(np.unique(image))
+        np.testing.assert_array_equal(y, (np.round(x * 255) > 100).astype(np.uint8))  # same index map
+        # the same draw as the thesis's "any", only the image resampling differs
+        ref, ref_mask = data.augment_pair(image, mask, np.random.default_rng(seed), rotation="any")
+        np.testing.assert_array_equal(y, ref_mask)
+        assert not np.allclose(ref, x)
+    with pytest.raises(ValueError, match="rotation"):
+        data.augment_pair(image, mask, rng, rotation="diagonal")
+
+
+def test_bilinear_any_angle_smooths_noise_and_the_other_modes_do_not():
+    """White noise: bilinear resampling at a non-right angle averages neighbours (a low-pass filter)."""
+    noise = np.random.default_rng(7).random((64, 64)).astype(np.float32)
+
+    def roughness(a):
+        return np.abs(np.diff(a, axis=1)).mean()
+    geometry = (33.0, False, False)
+    assert roughness(data._apply_geometry(noise, geometry, order=1)) < 0.7 * roughness(noise)  # ~0.56
+    assert roughness(data._apply_geometry(noise, geometry, order=0)) > 0.85 * roughness(noise)  # ~0.92
+    np.testing.assert_array_equal(data._apply_geometry(noise, (90, False, True), order=1),
+                                  np.rot90(noise)[::-1])        # an int angle is exact
+
+
+def _crop_set(n=3, h=40, w=50, seed=0):
+    rng = np.random.default_rng(seed)
+    slices = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
+    return slices, (slices > 128).astype(np.uint8)
+
+
+def _find_window(padded, crop):
+    """All (slice, top, left) where `crop` sits in the padded stack, by brute force."""
+    t = crop.shape[0]
+    return [(k, r, c) for k in range(padded.shape[0]) for r in range(padded.shape[1] - t + 1)
+            for c in range(padded.shape[2] - t + 1) if np.array_equal(padded[k, r:r + t, c:c + t], crop)]
+
+
+def test_crops_are_windows_of_the_padded_slices_with_their_masks():
+    slices, masks = _crop_set()
+    padded, padded_masks = data.pad_to_multiple(slices, 32), data.pad_to_multiple(masks, 32)  # (3, 64, 64)
+    ds = data.CropDataset(slices, masks, tile=32, seed=3)
+    assert len(ds) == len(data.extract_tiles(slices, 32)) == 3 * 2 * 2  # an epoch = the tile grid
+    tops = []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        crop = np.round(x[0].numpy() * 255).astype(np.uint8)
+        where = _find_window(padded, crop)
+        assert len(where) == 1
+        k, r, c = where[0]
+        np.testing.assert_array_equal(y[0].numpy(), padded_masks[k, r:r + 32, c:c + 32])
+        tops.append(r)
+    assert min(tops) < data.padding_for(40, 32)[0] or max(tops) > 32 - data.padding_for(40, 32)[1]
+    assert data.CropDataset(slices, masks, tile=32, length=5).__len__() == 5
+
+
+def test_crops_reproducible_per_seed_epoch_index_and_fresh_each_epoch():
+    slices, masks = _crop_set(seed=1)
+    a, b = data.CropDataset(slices, masks, tile=32, seed=4), data.CropDataset(slices, masks, tile=32, seed=4)
+    epoch0 = [a[i] for i in range(len(a))]
+    for i in range(len(a)):
+        torch.testing.assert_close(b[i], epoch0[i], rtol=0, atol=0)
+    assert len({bytes(x.numpy()) for x, _ in epoch0}) == len(a)  # the index feeds the generator
+    a.set_epoch(1)
+    changed = sum(not torch.equal(a[i][0], epoch0[i][0]) for i in range(len(a)))
+    assert changed == len(a)                                    # new windows every epoch
+    a.set_epoch(0)
+    torch.testing.assert_close(a[2], epoch0[2], rtol=0, atol=0)  # resumable
+    assert not torch.equal(data.CropDataset(slices, masks, tile=32, seed=5)[0][0], epoch0[0][0])
+
+
+def test_augmented_crops_keep_the_mask_on_the_image():
+    slices, _ = _crop_set(seed=2)
+    masks = (slices > 128).astype(np.uint8)                     # a pixelwise function of the image
+    for rotation in ("right", "any-nearest"):
+        ds = data.CropDataset(slices, masks, tile=32, augment=True, rotation=rotation, seed=6)
+        for i in range(len(ds)):
+            x, y = ds[i]
+            np.testing.assert_array_equal(y[0].numpy(), (np.round(x[0].numpy() * 255) > 128).astype(np.float32))
+    ds = data.CropDataset(slices, masks, tile=32, augment=True, seed=6)  # bilinear: edges may blur
+    agree = np.mean([((ds[i][0][0].numpy() > 128.5 / 255) == (ds[i][1][0].numpy() > 0.5)).mean()
+                     for i in range(len(ds))])
+    assert agree > 0.8
+
+
+def test_crops_for_the_pretext_task():
+    slices, _ = _crop_set(seed=3)
+    ds = data.CropDataset(slices, None, tile=32, augment=True, rotation="right", seed=1,
+                          degrade=lambda image, rng: 255 - image)
+    degraded, clean = ds[0]
+    torch.testing.assert_close(degraded, 1 - clean, rtol=0, atol=1e-6)
+    assert _find_window(data.pad_to_multiple(slices, 32), np.round(clean[0].numpy() * 255).astype(np.uint8)) \
+        or _find_window(data.pad_to_multiple(slices, 32)[:, :, ::-1], np.round(clean[0].numpy() * 255).astype(np.uint8)) \
+        or any(_find_window(data.pad_to_multiple(slices, 32), np.ascontiguousarray(t))
+               for t in _dihedral(np.round(clean[0].numpy() * 255).astype(np.uint8)))
