@@ -363,6 +363,28 @@ def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: Sequence[int] =
     return _to_uint8(top * (1 - ya) + bottom * ya)  # (H, W) uint8
 
 
+# Preprocessing baselines of Table A.1 (train.py --preprocess): applied to every image the model sees.
+PREPROCESSING = ("none", "clahe", "hist_match")
+
+
+def preprocess(images: Iterable[np.ndarray], kind: str, target_hist: np.ndarray = None) -> np.ndarray:
+    """App. A baselines on a stack of (H, W) uint8 images -> (n, H, W) uint8.
+
+    "clahe": CLAHE [68] with OpenCV's defaults (clip 2, 8x8 tiles); "hist_match": every image matched
+    to `target_hist`, the mean zero-peak-corrected histogram of the target domain's images
+    (`mean_histogram`), zero padding kept as padding; "none": unchanged.
+    """
+    if kind not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {kind!r}")
+    if kind == "hist_match" and target_hist is None:
+        raise ValueError("hist_match needs the target domain's mean histogram (target_hist)")
+    if kind == "clahe":
+        return np.stack([clahe(im) for im in images])
+    if kind == "hist_match":
+        return np.stack([match_histogram(im, target_hist, fix_zero_peak=True) for im in images])
+    return np.stack(list(images))
+
+
 if __name__ == "__main__":
     import time
 
