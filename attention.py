@@ -12,6 +12,11 @@ layout of [7] (and of `torch.nn.MultiheadAttention`). Attention dropout acts on 
 in [7] and Keras. Initialisation is Glorot uniform with the fans Keras computes for its 3-D attention
 kernels (see `MultiHeadSelfAttention.reset_parameters`), zero biases.
 
+`fused=True` computes Eq. 2.1 with torch's `F.scaled_dot_product_attention` (one fused kernel, flash or
+memory-efficient attention on a GPU) instead of the lines below; the result is the same to float
+rounding, and the attention weights, which the fused kernel never forms, come from the hand-written
+path whenever they are asked for. The written-out version stays the default: it is the lesson.
+
 Shape legend: B batch, N tokens, D hidden size, h heads, d head width.
 """
 import math
@@ -59,12 +64,13 @@ class MultiHeadSelfAttention(nn.Module):
     (h, d, D) is `out_proj.weight.T` viewed as (h, d, D).
     """
 
-    def __init__(self, embed_dim, n_heads, head_dim=None, dropout=0.0):
+    def __init__(self, embed_dim, n_heads, head_dim=None, dropout=0.0, fused=False):
         super().__init__()
         self.embed_dim = embed_dim
         self.n_heads = n_heads
         self.head_dim = embed_dim if head_dim is None else head_dim
         self.dropout = dropout
+        self.fused = fused  # torch's fused kernel for Eq. 2.1; the same numbers, never the weights
         inner = n_heads * self.head_dim
         self.q_proj = nn.Linear(embed_dim, inner)
         self.k_proj = nn.Linear(embed_dim, inner)
@@ -97,7 +103,12 @@ class MultiHeadSelfAttention(nn.Module):
         q = self.q_proj(x).view(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
         k = self.k_proj(x).view(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
         v = self.v_proj(x).view(B, N, h, d).transpose(1, 2)  # (B, h, N, d)
-        out, weights = scaled_dot_product_attention(q, k, v, self.dropout, self.training)  # (B, h, N, d), (B, h, N, N)
+        if self.fused and not return_weights:
+            # Eq. 2.1 in one kernel; its default scale is 1/sqrt(d), as ours (dropout draws other masks)
+            p = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
+        else:
+            out, weights = scaled_dot_product_attention(q, k, v, self.dropout, self.training)  # (B, h, N, d), (B, h, N, N)
         # Fig. 2.4: concatenate the heads, then the final linear transformation
         out = out.transpose(1, 2).reshape(B, N, h * d)  # (B, N, h*d)
         out = self.out_proj(out)  # (B, N, D)
@@ -106,4 +117,5 @@ class MultiHeadSelfAttention(nn.Module):
         return out
 
     def extra_repr(self):
-        return f"embed_dim={self.embed_dim}, n_heads={self.n_heads}, head_dim={self.head_dim}, dropout={self.dropout}"
+        return (f"embed_dim={self.embed_dim}, n_heads={self.n_heads}, head_dim={self.head_dim}, dropout={self.dropout}"
+                + (", fused=True" if self.fused else ""))

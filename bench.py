@@ -1,39 +1,273 @@
-"""Benchmarks: parameters and inference time per 256x256 patch of every model (Tables 5.2 and 5.4).
+"""Benchmarks of every model: parameters, multiply-accumulates, inference latency and throughput, one
+training step and its memory, per speed option, beside the thesis's numbers (Tables 5.2 and 5.4).
 
-Thesis: §4.2 and Tables 5.2/5.4 report inference time per 256x256 patch on an RTX 3090; this prints
-ours beside them as a markdown table.
+Thesis: §4.2 and Tables 5.2/5.4 give parameters and inference time per 256x256 patch (batch 1, an
+RTX 3090, TensorFlow 2.9). This prints ours beside them as a markdown table and writes every number
+to a JSON file.
 
-    python bench.py --device cuda
+    python bench.py --device cuda                    # every model, every variant
+    python bench.py --device cpu --quick             # the Mini transformers and the U-Nets
+    python bench.py --models unetr2d-mini,unet --variants fp32,bf16+channels_last
+
+A variant is a "+"-joined set of options: fp32 (the educational code, eager), bf16 (autocast),
+channels_last (NHWC weights), compile (torch.compile), fused (torch's fused attention kernel; the
+transformers only). Per model and variant: latency at batch 1 (evaluate.time_inference, the protocol
+of train.py), throughput at a large batch, one AdamW training step at batch 6 (the thesis's batch),
+and peak memory of that step: measured on a GPU; on the CPU the tensors the step keeps for backward
+plus weights, gradients and AdamW state, a lower bound. MACs are counted from the layers (`count_macs`).
 """
 import argparse
+import json
+import math
+import os
+import platform
+import time
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
+import numpy as np
 import torch
+import torch.nn as nn
 
+import attention
 import evaluate
 import train
 
-ROWS = [("unet", None, 16), ("attention_unet", None, 16), ("attention_ynet", None, 32)] \
-    + [(a, s, 32) for a in ("unetr2d", "ynetr2d") for s in ("mini", "small", "base")] \
-    + [("unetr2d", "base", f) for f in (8, 16, 64)]
+# (name, arch, size, F): the models of Tables 5.2 and 5.4, then the Attention Y-Net of App. A.
+MODELS = [("unet", "unet", None, 16), ("attention_unet", "attention_unet", None, 16),
+          ("attention_ynet", "attention_ynet", None, 32)] \
+    + [(f"{a}-{s}", a, s, 32) for a in ("unetr2d", "ynetr2d") for s in ("mini", "small", "base")] \
+    + [(f"unetr2d-base-F{f}", "unetr2d", "base", f) for f in (8, 16, 64)]
+QUICK_MODELS = ["unet", "attention_unet", "unetr2d-mini", "ynetr2d-mini"]
+OPTIONS = ("bf16", "channels_last", "compile", "fused")
+DEFAULT_VARIANTS = {"cuda": "fp32,bf16,channels_last,compile,fused,bf16+channels_last+compile+fused",
+                    "cpu": "fp32,bf16,channels_last,fused,bf16+channels_last+fused"}
 
 
-def inference_table(device, amp=False):
-    print(f"inference per 256x256 patch, batch 1, on {device}" + (" (bf16 autocast)" if amp else ""))
-    print("| model | F | params (ours) | params (thesis) | ms (ours) | ms (thesis, RTX 3090) |")
-    print("|---|---|---|---|---|---|")
-    for arch, size, filters in ROWS:
-        sized = train.ARCHS[arch]["sized"]
-        model = train.build_model(arch, size, filters, **({"img_size": 256} if sized else {})).to(device)
-        mean, std = evaluate.time_inference(model, device, side=256, amp=amp)
-        thesis = evaluate.THESIS_PARAMS.get((arch, size, filters))
-        print(f"| {arch}{' ' + size if size else ''} | {filters} | {evaluate.count_parameters(model)[0] / 1e6:.3f}M | "
-              f"{f'{thesis}M' if thesis else '-'} | {mean:.2f} ± {std:.2f} | "
-              f"{evaluate.THESIS_MS.get((arch, size, filters), '-')} |", flush=True)
+# ---------------------------------------------------------------- counting
+
+def count_macs(model, side=256):
+    """Multiply-accumulates of one forward pass on a (1, 1, side, side) patch, counted from the layers.
+
+    Conv2d: output elements x (C_in / groups) x kernel area. ConvTranspose2d: input elements x
+    (C_out / groups) x kernel area. Linear: output elements x in_features. Self-attention adds its two
+    products, QK^T and AV (Eq. 2.1): 2 x B x h x N^2 x d. Normalisation, activations, pooling and the
+    softmax are not multiply-accumulates and are left out.
+    """
+    total = [0]
+
+    def conv(m, inputs, out):
+        total[0] += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def conv_transpose(m, inputs, out):
+        total[0] += inputs[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear(m, inputs, out):
+        total[0] += out.numel() * m.in_features
+
+    def self_attention(m, inputs, out):
+        B, N, _ = inputs[0].shape
+        total[0] += 2 * B * m.n_heads * N * N * m.head_dim
+
+    counters = {nn.Conv2d: conv, nn.ConvTranspose2d: conv_transpose, nn.Linear: linear,
+                attention.MultiHeadSelfAttention: self_attention}
+    hooks = [m.register_forward_hook(counters[type(m)]) for m in model.modules() if type(m) in counters]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, side, side, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return total[0]
+
+
+def training_memory_lower_bound(model, x, step_loss):
+    """Bytes a training step needs at least: the tensors autograd saves for backward (each storage once,
+    weights excluded) plus weights, gradients and the two AdamW moments (4 x the weights)."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step_loss(model, x)
+    return sum(saved.values()) + 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- timing
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, device, warmup, repeats):
+    """Mean and std (ms) of `repeats` synchronised calls of fn after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.mean(times)), float(np.std(times))
+
+
+def build(arch, size, filters, options, device):
+    """The model (at the thesis's 256x256 input) with the variant's options, and what the steps call."""
+    kw = {"img_size": 256} if train.ARCHS[arch]["sized"] else {}
+    if "fused" in options:
+        kw["fused_attention"] = True
+    model = train.build_model(arch, size, filters, **kw).to(device)
+    if "channels_last" in options:
+        model = model.to(memory_format=torch.channels_last)
+    return model, (torch.compile(model) if "compile" in options else model)
+
+
+def bench_one(name, arch, size, filters, options, device, big_batch, quick):
+    """One row: counts, batch-1 latency, throughput at `big_batch`, a training step at batch 6, memory."""
+    cuda = device.type == "cuda"
+    amp = "bf16" in options
+    model, net = build(arch, size, filters, options, device)
+    params = evaluate.count_parameters(model)[0]
+    macs = count_macs(model)
+    loss_args = argparse.Namespace(pretext=None, alpha=0.5, loss="bce")
+
+    def step_loss(module, x):
+        with evaluate.autocast(amp, device):
+            return train.compute_loss(loss_args, module(x), x, (x > 0.5).float())
+
+    warmup = 5 if cuda else (1 if quick else 2)
+    ms, ms_std = evaluate.time_inference(net, device, side=256, amp=amp, warmup=warmup,
+                                         repeats=100 if cuda else (5 if quick else 10))
+    big = torch.rand(big_batch, 1, 256, 256, device=device)
+
+    @torch.no_grad()
+    def infer():
+        with evaluate.autocast(amp, device):
+            net(big)
+
+    net.eval()
+    batch_ms, _ = time_ms(infer, device, warmup, 20 if cuda else (2 if quick else 3))
+    big = None  # freed: not part of the training step's memory
+    x = torch.rand(6, 1, 256, 256, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        step_loss(net, x).backward()
+        optimizer.step()
+
+    net.train()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    step_ms, step_std = time_ms(step, device, warmup, 20 if cuda else (2 if quick else 3))
+    if cuda:
+        memory, memory_kind = torch.cuda.max_memory_allocated(device), "measured peak"
+    else:
+        memory, memory_kind = training_memory_lower_bound(model, x, step_loss), "saved for backward + weights x4"
+    thesis = evaluate.THESIS_MS.get((arch, size, filters))
+    thesis_mean = float(thesis.split()[0]) if thesis else None
+    return {"model": name, "arch": arch, "size": size, "filters": filters, "variant": "+".join(options) or "fp32",
+            "params": params, "thesis_params_millions": evaluate.THESIS_PARAMS.get((arch, size, filters)),
+            "gmacs_per_patch": macs / 1e9, "latency_ms": ms, "latency_std_ms": ms_std, "thesis_ms": thesis,
+            "speedup_vs_thesis": thesis_mean / ms if thesis_mean else None,
+            "throughput_patches_per_s": big_batch * 1000 / batch_ms, "throughput_batch": big_batch,
+            "train_step_ms": step_ms, "train_step_std_ms": step_std, "train_batch": 6,
+            "memory_mb": memory / 2**20, "memory_kind": memory_kind}
+
+
+# ---------------------------------------------------------------- report
+
+HEADER = ("| model | F | variant | params | GMACs | ms, batch 1 | thesis ms (RTX 3090) | x thesis | "
+          "patches/s, batch {big} | train step ms, batch 6 | {memory} MB |")
+
+
+def markdown_row(r):
+    speedup = "-" if r["speedup_vs_thesis"] is None else f"{r['speedup_vs_thesis']:.2f}"
+    return (f"| {r['model']} | {r['filters']} | {r['variant']} | {r['params'] / 1e6:.3f}M | {r['gmacs_per_patch']:.2f} | "
+            f"{r['latency_ms']:.2f} ± {r['latency_std_ms']:.2f} | {r['thesis_ms'] or '-'} | {speedup} | "
+            f"{r['throughput_patches_per_s']:.1f} | {r['train_step_ms']:.0f} ± {r['train_step_std_ms']:.0f} | "
+            f"{r['memory_mb']:.0f} |")
+
+
+def machine(device):
+    """The GPU's name, or the CPU's (from /proc/cpuinfo where there is one), its cores and torch's threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def parse_variants(text):
+    variants = []
+    for spec in text.split(","):
+        options = tuple(o for o in spec.split("+") if o and o != "fp32")
+        unknown = [o for o in options if o not in OPTIONS]
+        if unknown:
+            raise SystemExit(f"bench.py: unknown option {', '.join(unknown)} in --variants; use fp32 or "
+                             f"'+'-joined {', '.join(OPTIONS)}")
+        variants.append(options)
+    return variants
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_MODELS)}, fewer repeats")
+    p.add_argument("--models", help=f"comma-separated, from: {', '.join(m[0] for m in MODELS)}")
+    p.add_argument("--variants", help="comma-separated; default: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                                 DEFAULT_VARIANTS.items()))
+    p.add_argument("--batch", type=int, help="the large batch of the throughput column (default 64 GPU, 8 CPU)")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--json", default="bench.json", help="where to write every number (default bench.json)")
+    a = p.parse_args(argv)
+    try:
+        device = train.pick_device(a.device)
+    except train.RunError as exc:
+        raise SystemExit(f"bench.py: {exc}") from None
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    names = a.models.split(",") if a.models else (QUICK_MODELS if a.quick else [m[0] for m in MODELS])
+    known = {m[0]: m for m in MODELS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"bench.py: unknown model {', '.join(unknown)}; choose from {', '.join(known)}")
+    variants = parse_variants(a.variants or DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"])
+    big = a.batch or (64 if device.type == "cuda" else 8)
+    info = {"device": str(device), "machine": machine(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "date": time.strftime("%Y-%m-%d")}
+    print(f"on {info['machine']}, torch {info['torch']}; thesis: RTX 3090, TensorFlow 2.9 (Tables 5.2, 5.4)")
+    print(HEADER.format(big=big, memory="peak" if device.type == "cuda" else "train memory (lower bound)"))
+    print("|" + "---|" * HEADER.count(" |"))
+    rows = []
+    for name in names:
+        _, arch, size, filters = known[name]
+        done = set()
+        for options in variants:
+            if not train.ARCHS[arch]["sized"]:  # no attention to fuse in the U-Net family
+                options = tuple(o for o in options if o != "fused")
+            if options in done:
+                continue
+            done.add(options)
+            rows.append(bench_one(name, arch, size, filters, options, device, big, a.quick))
+            print(markdown_row(rows[-1]), flush=True)
+    with open(a.json, "w") as f:
+        json.dump({**info, "rows": rows}, f, indent=2)
+    print(f"wrote {a.json}")
+    return rows
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    a = p.parse_args()
-    inference_table(train.pick_device(a.device), a.amp)
+    main()

@@ -95,8 +95,9 @@ def evaluate_stack(probs, masks, threshold=0.5):
 # ---------------------------------------------------------------- prediction of whole slices (§4.2)
 
 def autocast(amp, device):
-    """bf16 autocast on CUDA when `amp` is set; a no-op context otherwise."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bool(amp and device.type == "cuda"))
+    """bf16 autocast on CUDA or the CPU when `amp` is set; a no-op context otherwise (and on MPS)."""
+    on = bool(amp) and device.type in ("cuda", "cpu")
+    return torch.autocast(device_type=device.type if on else "cpu", dtype=torch.bfloat16, enabled=on)
 
 
 def model_window(model):

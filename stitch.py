@@ -131,7 +131,10 @@ def _probabilities(model: nn.Module, batch: np.ndarray, device=None) -> np.ndarr
     if device is None:
         device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=dtype)[:, None]  # (B, 1, H, W)
+    x = torch.from_numpy(np.ascontiguousarray(batch))[:, None]  # (B, 1, H, W) on the host
+    if torch.device(device).type == "cuda":
+        x = x.pin_memory()  # page-locked host memory: the copy to the GPU does not block
+    x = x.to(device=device, dtype=dtype, non_blocking=True)  # (B, 1, H, W)
     with torch.no_grad():
         logits = model(x)  # (B, 1, H, W), or a tuple starting with it
         if isinstance(logits, (tuple, list)):  # Attention Y-Net returns (segmentation, reconstruction), App. A

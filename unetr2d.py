@@ -71,9 +71,11 @@ class ViTSide(nn.Module):
     Table 5.3 and one skip path per level. Subclasses add their decoder. Sets n_levels K, grid,
     skip_layers, encoder, skips, and the per-level dropout rates (0..K) and widths F * 2^l (0..K).
     The input size is checked by the ViT's patch embedding (a ValueError naming img_size).
+    `fused_attention` runs Eq. 2.1 as torch's fused kernel (attention.py), the same outputs to rounding.
     """
 
-    def __init__(self, size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim, **block_kw):
+    def __init__(self, size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim,
+                 fused_attention=False, **block_kw):
         super().__init__()
         self.config = vit.CONFIGS[size]
         self.img_size, self.patch_size = img_size, patch_size
@@ -83,7 +85,8 @@ class ViTSide(nn.Module):
         self.grid = img_size // patch_size
         self.skip_layers = skip_taps(self.config.n_layers, self.config.skip_step, K)
         self.encoder = vit.ViTEncoder.from_config(self.config, img_size=img_size, patch_size=patch_size,
-                                                  in_channels=in_channels, dropout=vit_dropout, head_dim=head_dim)
+                                                  in_channels=in_channels, dropout=vit_dropout, head_dim=head_dim,
+                                                  fused_attention=fused_attention)
         self.rates = level_rates(dropout, K + 1)
         self.widths = [filters * 2**level for level in range(K + 1)]  # F, 2F, 4F, 8F, 16F
         # skips[l]: level l's skip; level 0 comes from the raw input, the others from the ViT.
@@ -112,9 +115,11 @@ class UNETR2D(ViTSide):
     """
 
     def __init__(self, size="mini", filters=32, img_size=256, patch_size=16, in_channels=1, batch_norm=True,
-                 dropout=0.0, activation="relu", init="he_normal", vit_dropout=0.1, head_dim=None):
+                 dropout=0.0, activation="relu", init="he_normal", vit_dropout=0.1, head_dim=None,
+                 fused_attention=False):
         kw = dict(batch_norm=batch_norm, activation=activation, init=init)
-        super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim, **kw)
+        super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim,
+                         fused_attention, **kw)
         # Each level concatenates [decoder, ViT skip]: 2 inputs; the bottleneck is the ViT's D channels.
         self.ups, self.decoder = decoder_path(self.config.embed_dim, self.widths, self.rates, n_inputs=2, **kw)
         self.head = conv1x1(filters, 1)

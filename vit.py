@@ -98,10 +98,11 @@ class PatchEmbedding(nn.Module):
 class TransformerBlock(nn.Module):
     """One pre-norm encoder layer (§2.2.1, Fig. 2.5): x + MHSA(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, embed_dim, n_heads, mlp_dim, dropout=0.1, head_dim=None):
+    def __init__(self, embed_dim, n_heads, mlp_dim, dropout=0.1, head_dim=None, fused_attention=False):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.attn = MultiHeadSelfAttention(embed_dim, n_heads, head_dim=head_dim, dropout=dropout)
+        self.attn = MultiHeadSelfAttention(embed_dim, n_heads, head_dim=head_dim, dropout=dropout,
+                                           fused=fused_attention)
         self.norm2 = nn.LayerNorm(embed_dim, eps=1e-6)
         self.fc1 = nn.Linear(embed_dim, mlp_dim)
         self.fc2 = nn.Linear(mlp_dim, embed_dim)
@@ -120,7 +121,8 @@ class TransformerBlock(nn.Module):
         self.attn.reset_parameters()
 
     def forward(self, x, return_weights=False):
-        a, weights = self.attn(self.norm1(x), return_weights=True)  # (B, N, D), (B, h, N, N)
+        a = self.attn(self.norm1(x), return_weights=return_weights)  # (B, N, D) [, (B, h, N, N)]
+        a, weights = a if return_weights else (a, None)  # (B, N, D), (B, h, N, N)
         x = x + a  # (B, N, D)
         # MLP of the thesis code: GELU after both linear maps (Eq. 2.2 has ReLU after the first only)
         m = self.drop(self.act(self.fc1(self.norm2(x))))  # (B, N, M)
@@ -135,7 +137,7 @@ class ViTEncoder(nn.Module):
     """Patch embedding + L Transformer layers; returns the hidden state of every layer (z_1 .. z_L)."""
 
     def __init__(self, img_size=256, patch_size=16, in_channels=1, embed_dim=64, n_layers=4, n_heads=4,
-                 mlp_dim=256, dropout=0.1, head_dim=None):
+                 mlp_dim=256, dropout=0.1, head_dim=None, fused_attention=False):
         super().__init__()
         self.embed_dim = embed_dim
         self.n_layers = n_layers
@@ -143,12 +145,13 @@ class ViTEncoder(nn.Module):
         self.grid = self.patch_embed.grid
         self.n_patches = self.patch_embed.n_patches
         self.blocks = nn.ModuleList(
-            TransformerBlock(embed_dim, n_heads, mlp_dim, dropout=dropout, head_dim=head_dim)
+            TransformerBlock(embed_dim, n_heads, mlp_dim, dropout=dropout, head_dim=head_dim,
+                             fused_attention=fused_attention)
             for _ in range(n_layers))
 
     @classmethod
     def from_config(cls, cfg: ViTConfig, img_size=256, patch_size=16, in_channels=1, **kw):
-        """Build a Table 5.3 preset; `kw` passes dropout and head_dim through."""
+        """Build a Table 5.3 preset; `kw` passes dropout, head_dim and fused_attention through."""
         return cls(img_size=img_size, patch_size=patch_size, in_channels=in_channels,
                    embed_dim=cfg.embed_dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
                    mlp_dim=cfg.mlp_dim, **kw)

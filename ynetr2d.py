@@ -35,10 +35,11 @@ class YNETR2D(ViTSide):
 
     def __init__(self, size="mini", filters=32, img_size=256, patch_size=16, in_channels=1, batch_norm=True,
                  dropout=(0.1, 0.1, 0.2, 0.2, 0.3), spatial_dropout=(0.1, 0.1, 0.2, 0.2, 0.3), activation="relu",
-                 init="he_normal", vit_dropout=0.1, head_dim=None):
+                 init="he_normal", vit_dropout=0.1, head_dim=None, fused_attention=False):
         kw = dict(batch_norm=batch_norm, activation=activation, init=init)
         # The ViT side, as in UNETR-2D: encoder, skips[0] on the raw input, skips[l] = K - l blue blocks.
-        super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim, **kw)
+        super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim,
+                         fused_attention, **kw)
         K, D, rates, widths = self.n_levels, self.config.embed_dim, self.rates, self.widths
         # The U-Net encoder (Fig. 3.1, left).
         self.cnn_encoder, self.cnn_bottleneck = cnn_encoder(in_channels, widths, rates, **kw)
