@@ -7,9 +7,10 @@ Eq. 1 (the Attention Y-Net's two-term loss), App. B Table 2 (the hyperparameter 
     python train.py --arch unetr2d --size mini              # demo on built-in synthetic EM data
     python train.py --arch unetr2d --size base --data DIR   # thesis protocol on Lucchi++ / Kasthuri++
     python train.py --arch unet --summary                   # parameter count beside the thesis's
+    torchrun --standalone --nproc_per_node=4 train.py --data DIR ...   # data-parallel on 4 GPUs
 
-With no `--data` a lighter preset (smaller tiles, fewer epochs, higher learning rate; printed at the
-start) trains on `data.synthetic_em` so that the program runs on a fresh machine in minutes. With
+With no `--data` a lighter preset (smaller tiles, F = 8, fewer epochs, higher learning rate; printed at
+the start) trains on `data.synthetic_em` so that the program runs on a fresh machine in minutes. With
 `--data DIR` the defaults are the thesis's best (§4.3.2, App. B): BCE, AdamW lr 1e-4 wd 1e-5, cosine
 decay per step, batch 6, 360 epochs, patience 60 with the best weights restored.
 
@@ -28,8 +29,12 @@ import pickle
 import sys
 import time
 
+# Before torch loads OpenMP: idle CPU threads sleep instead of spinning. On a 2-core machine that runs
+# anything else, spinning threads made a training step 4-6x slower (README, "Speed and scale").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -141,11 +146,17 @@ class Scheduler:
 
 PROTOCOL = {"tile": 256, "epochs": 360, "patience": 60, "batch_size": 6, "lr": 1e-4, "weight_decay": 1e-5,
             "bn_momentum": 0.01}
-DEMO = {"tile": 128, "filters": 16, "batch_size": 4, "lr": 5e-4, "weight_decay": 1e-5, "bn_momentum": 0.1,
-        "train_images": 24, "test_images": 8, "image_side": 256}
-# Demo epochs per arch, so that each demo takes about 7 minutes on a 2-core CPU (the CNN-heavy ones cost
-# about twice as much per epoch as UNETR-2D Mini, and the U-Net family also learns faster).
-DEMO_EPOCHS = {"unetr2d": 120, "ynetr2d": 60, "unet": 90, "attention_unet": 80, "attention_ynet": 55}
+# F = 8 halves the cost of a step (convolutions, mostly their backward pass, are ~70% of it) and
+# channels-last saves another 7-20% on a CPU; README "Speed and scale" has the measurements.
+DEMO = {"tile": 128, "filters": 8, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5, "bn_momentum": 0.1,
+        "channels_last": True, "train_images": 24, "test_images": 8, "image_side": 256}
+# Epochs per arch, so that each demo costs about what 80 epochs of UNETR-2D Mini cost (per step, F = 8:
+# YNETR-2D 1.7x, Attention Y-Net 1.4x, Attention U-Net 1.0x, U-Net 0.85x). The attention-gated CNNs learn
+# slowly in so short a run (README); F = 16 for half the epochs did worse than F = 8.
+DEMO_EPOCHS = {"unetr2d": 80, "ynetr2d": 45, "unet": 80, "attention_unet": 70, "attention_ynet": 50}
+# The data pipeline of §4.3.1-4.3.2 (any-angle bilinear rotation, fixed tiles, 10% held out), used by
+# --data and the demo unless PROTOCOL or DEMO names other values; README "Augmentation ablation" says why.
+THESIS_DATA = {"rotation": "any", "sampling": "tiles", "val_fraction": 0.1}
 DEMO_DATA_SEED = 2022  # the synthetic train/test sets are the same for every run seed
 
 
@@ -171,11 +182,72 @@ def pick_device(name):
     return torch.device(name)
 
 
+# ----------------------------------------------------------------------------------------------
+# Several processes (torchrun): data-parallel training with torch.distributed. Without torchrun every
+# helper below is a no-op and a run is exactly the single-process one.
+
+def world():
+    """(rank, number of processes): (0, 1) unless torchrun started this process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def join_torchrun(device):
+    """Join torchrun's process group when it started N > 1 processes (WORLD_SIZE): NCCL between GPUs
+    (process i takes GPU LOCAL_RANK), gloo between CPUs. Processes other than rank 0 print nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    if device.type == "mps":
+        raise RunError("torchrun: Apple's MPS backend has no torch.distributed support; use --device cpu")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.get_rank() > 0:
+        sys.stdout = open(os.devnull, "w")
+    return device
+
+
+def check_batch_split(batch_size, world_size):
+    if batch_size % world_size:
+        raise RunError(f"--batch-size {batch_size} is the whole batch, shared by the {world_size} processes "
+                       f"of torchrun: use a multiple of {world_size}")
+
+
+def all_sum(*values):
+    """Python numbers summed over all processes (one all-reduce); returned unchanged without torchrun."""
+    if world()[1] == 1:
+        return values
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    total = torch.tensor(values, dtype=torch.float64, device=on)
+    dist.all_reduce(total)
+    return tuple(type(v)(t) for v, t in zip(values, total.tolist()))
+
+
+def from_rank0(fn, *args):
+    """fn(*args) run by rank 0 alone (it creates folders), its result or RunError shared with all."""
+    rank, world_size = world()
+    if world_size == 1:
+        return fn(*args)
+    box = [None]
+    if rank == 0:
+        try:
+            box[0] = fn(*args)
+        except (RunError, data.DataError) as exc:
+            box[0] = RunError(str(exc))
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], RunError):
+        raise box[0]
+    return box[0]
+
+
 def model_kwargs(args):
     """Constructor keywords from the model flags (None = the arch's thesis default)."""
     kw = {"batch_norm": args.batch_norm, "activation": args.activation, "attention_gates": args.attention_gates,
           "dropout": (args.dropout[0] if len(args.dropout) == 1 else tuple(args.dropout)) if args.dropout else None,
-          "init": args.init if args.init in ("glorot_uniform", "he_normal") else None}
+          "init": args.init if args.init in ("glorot_uniform", "he_normal") else None,
+          "fused_attention": getattr(args, "fused_attention", None)}
     if ARCHS[args.arch]["sized"]:
         kw["img_size"] = args.tile
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -189,9 +261,24 @@ def model_kwargs(args):
     return kw
 
 
+def preprocess(args, images):
+    """--preprocess (App. A) on a stack of (H, W) uint8 slices. For hist_match the target's mean histogram is
+    computed once from --match-to's train/x and kept in args (so checkpoints carry it to prediction)."""
+    kind = getattr(args, "preprocess", "none")  # checkpoints older than the flag: none
+    if kind == "hist_match" and getattr(args, "target_hist", None) is None:
+        args.target_hist = degrade.mean_histogram(data.load_split(args.match_to, "train", masks=False)[0]).tolist()
+    return degrade.preprocess(images, kind, np.asarray(args.target_hist) if kind == "hist_match" else None)
+
+
 def load_datasets(args):
-    """Training tiles (split into train/validation) and whole test slices, as uint8 arrays (§4.3.1)."""
+    """Training data (split into train/validation) and whole test slices, as uint8 arrays (§4.3.1).
+
+    --sampling tiles (§4.3.2): train and val are tiles of the grid, val a random val_fraction of them.
+    --sampling crops: train holds whole slices (data.CropDataset cuts fresh windows from them) and val
+    the grid tiles of a random val_fraction of the slices, so no validation pixel is ever trained on.
+    """
     need_masks = not args.pretext
+    fraction = getattr(args, "val_fraction", 0.1)  # checkpoints older than the flag: the thesis's 10%
     if args.data:
         train_x, train_y = data.load_split(args.data, "train", masks=need_masks)
         test_x, test_y = data.load_split(args.data, "test", masks=need_masks)
@@ -199,12 +286,19 @@ def load_datasets(args):
         train_x, train_y = data.synthetic_em(args.train_images, args.image_side, args.image_side, seed=DEMO_DATA_SEED)
         test_x, test_y = data.synthetic_em(args.test_images, args.image_side, args.image_side,
                                            seed=DEMO_DATA_SEED + 1)
+    train_x, test_x = (preprocess(args, images) for images in (train_x, test_x))
+    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+    test = (test_x, test_y if need_masks else None)
+    if getattr(args, "sampling", "tiles") == "crops":
+        train_idx, val_idx = data.split_validation(len(train_x), fraction, seed=args.seed)  # whole slices
+        val_y = data.extract_tiles(train_y[val_idx], args.tile) if need_masks else None
+        return {"train": (train_x[train_idx], pick(train_y, train_idx)),
+                "val": (data.extract_tiles(train_x[val_idx], args.tile), val_y), "test": test}
     tiles_x = data.extract_tiles(train_x, args.tile)  # (n, T, T) uint8
     tiles_y = data.extract_tiles(train_y, args.tile) if need_masks else None
-    train_idx, val_idx = data.split_validation(len(tiles_x), 0.1, seed=args.seed)
-    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+    train_idx, val_idx = data.split_validation(len(tiles_x), fraction, seed=args.seed)
     return {"train": (tiles_x[train_idx], pick(tiles_y, train_idx)), "val": (tiles_x[val_idx], pick(tiles_y, val_idx)),
-            "test": (test_x, test_y if need_masks else None)}
+            "test": test}
 
 
 def make_optimizer(name, params, lr, weight_decay):
@@ -239,15 +333,59 @@ def compute_loss(args, output, x, y):
     return loss + dice_loss(output, y) if args.loss == "bce_dice" else loss
 
 
+def train_loader(train_ds, args, device, epoch):
+    """This epoch's shuffled batches, the order drawn from (seed, epoch) (§4.3.2).
+
+    Under torchrun each of the N processes takes batch_size / N samples of every batch of the
+    one-process order, dealt out as DistributedSampler deals its indices (sample i to process
+    i mod N; the first samples repeat when N does not divide the data set), so that the N processes
+    together train on the one-process batches. The order is read from a one-process loader itself
+    (DataLoader draws from its generator before the permutation; DistributedSampler would not).
+    """
+    rank, world_size = world()
+    shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+    common = {"num_workers": args.workers, "pin_memory": device.type == "cuda"}  # pinned: non-blocking copies
+    if world_size == 1:
+        return torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=shuffle,
+                                           **common)
+    order = [int(i) for i in torch.utils.data.DataLoader(range(len(train_ds)), batch_size=None, shuffle=True,
+                                                          generator=shuffle)]
+    order += order[:(-len(order)) % world_size]  # as DistributedSampler pads
+    return torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size // world_size,
+                                       sampler=order[rank::world_size], **common)
+
+
+def shard(dataset):
+    """This process's share of a data set under torchrun (every N-th item); all of it otherwise."""
+    rank, world_size = world()
+    return dataset if world_size == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
+
+
+def training_module(model, args, device):
+    """What the training steps call: the model itself, wrapped in DistributedDataParallel under
+    torchrun (gradients averaged over the processes during backward, BatchNorm statistics taken
+    from rank 0), then compiled with --compile. Checkpoints keep saving `model`'s own weights."""
+    net = model
+    if world()[1] > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if getattr(args, "compile", False):
+        net = torch.compile(net)
+    return net
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
+    """One pass over `loader`; returns the mean training loss. Under torchrun `model` is the DDP
+    wrapper and the losses (bar, NaN check, mean) are those of all processes together."""
     from tqdm import tqdm
 
+    rank, world_size = world()
     model.train()
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, file=sys.stderr,
-               disable=not sys.stderr.isatty() and not args.progress)
+               disable=rank > 0 or (not sys.stderr.isatty() and not args.progress))
     for x, y in bar:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, 1, T, T)
+        # (B, 1, T, T); one channel is already channels-last, so --channels-last needs only the model's weights
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with evaluate.autocast(args.amp, device):
             loss = compute_loss(args, model(x), x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -257,15 +395,24 @@ def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
         total += loss.detach() * len(x)
         count += len(x)
         value = loss.item()  # the one host-device sync per step, for the bar and the NaN check
+        if world_size > 1:  # the mean of the equal shares: every process stops on a NaN together
+            value = all_sum(value)[0] / world_size
         if not math.isfinite(value):
             raise NonFiniteLoss(f"the training loss became {value} at epoch {epoch + 1}")
         bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.lr:.2e}")
+    if world_size > 1:
+        for buffer in model.buffers():  # rank 0's BatchNorm statistics everywhere, for validation
+            dist.broadcast(buffer, src=0)
+        total_sum, count = all_sum(float(total), count)
+        return total_sum / max(count, 1)
     return float(total) / max(count, 1)
 
 
 @torch.no_grad()
-def validate(model, loader, args, device):
-    """Mean validation loss and, for segmentation, IoU_F pooled over the validation tiles."""
+def validate(model, loader, args, device, shared=False):
+    """Mean validation loss and, for segmentation, IoU_F pooled over the validation tiles.
+
+    shared: `loader` holds this process's share of the tiles (torchrun); the sums cover all shares."""
     model.eval()
     loss_sum, count, tp, fp, fn = 0.0, 0, 0, 0, 0
     for x, y in loader:
@@ -279,8 +426,12 @@ def validate(model, loader, args, device):
             pred, mask = (seg.float() > 0).cpu().numpy(), y.cpu().numpy() > 0.5  # logit > 0 <=> prob > 0.5
             a, b, c = evaluate.confusion(pred, mask)
             tp, fp, fn = tp + a, fp + b, fn + c
+    if shared:
+        loss_sum, count, tp, fp, fn = all_sum(loss_sum, count, tp, fp, fn)
+    if count == 0:  # no validation set (--val-fraction 0)
+        return math.nan, math.nan
     iou = float("nan") if args.pretext else evaluate.iou_from_counts(tp, fp, fn)
-    return loss_sum / max(count, 1), iou
+    return loss_sum / count, iou
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,6 +471,8 @@ def rebuild(checkpoint, name="checkpoint"):
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise RunError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config ({first}); "
                        "the file is damaged or was edited") from None
+    if checkpoint.get("args", {}).get("channels_last"):  # the run's layout, so its evaluation is reproduced exactly
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 
@@ -389,36 +542,32 @@ def evaluate_run(model, args, datasets, device):
     return evaluate.evaluate_stack(probs, test_y), probs
 
 
+def clock(seconds):
+    """Seconds as m:ss (h:mm:ss from an hour on), for elapsed times and ETAs."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
 def finite_or_none(value):
     """JSON has no NaN or infinity: write null instead."""
     return value if value is None or math.isfinite(value) else None
 
 
-def train_run(args, device, out):
-    """One training run (one seed) into the folder `out`; returns its results dict.
+def fit(model, train_ds, val_ds, args, device, out, label=""):
+    """The training loop (§4.3.2): epochs of `train_one_epoch`, validation loss after each, the schedule,
+    early stopping with `args.patience` restoring the best weights, best.pt and last.pt (with optimiser,
+    schedule and random state, so `args.resume` continues the same curve), log.csv and curves.png in `out`.
 
-    `args.resume`: continue from out/last.pt, which holds the model, optimiser, schedule, history
-    and random state of the last finished epoch, so the curve goes on as if never interrupted.
+    Only parameters with requires_grad are optimised (adapt.py freezes the encoder this way). Returns
+    the run's state (epochs run, best epoch and validation loss, history); under torchrun the other
+    ranks return None after the last epoch. `label` prefixes the log lines (adapt.py's stage names).
     """
-    torch.manual_seed(args.seed)  # weights and dropout; data order and augmentation have their own seeds
-    datasets = load_datasets(args)
-    try:
-        model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
-    except ValueError as exc:  # e.g. a dropout list of the wrong length
-        raise RunError(f"model settings: {exc}") from None
-    for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = args.bn_momentum
-    params, params_keras = evaluate.count_parameters(model)
-    degrade_fn = degrade.random_degradation(args.pretext) if args.pretext else None
-    train_ds = data.TileDataset(*datasets["train"], augment=args.augment, seed=args.seed, degrade=degrade_fn)
-    val_ds = data.TileDataset(*datasets["val"], augment=False, seed=args.seed + 10_000, degrade=degrade_fn)
-    if len(val_ds) == 0:
-        raise RunError(f"{args.data or 'the demo data'} gives {len(train_ds)} training tile(s) of {args.tile}px; "
-                       "at least 2 are needed (10% go to validation): add slices or use a smaller --tile")
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size, num_workers=args.workers)
-    steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
-    optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    rank, world_size = world()
+    run_start = time.perf_counter()
+    val_loader = torch.utils.data.DataLoader(shard(val_ds), batch_size=args.batch_size, num_workers=args.workers)
+    steps_per_epoch = math.ceil(math.ceil(len(train_ds) / world_size) / (args.batch_size // world_size))
+    trainable = [p for p in model.parameters() if p.requires_grad]  # adapt.py freezes the encoder
+    optimizer = make_optimizer(args.optimizer, trainable, args.lr, args.weight_decay)
     scheduler = Scheduler(optimizer, args.scheduler, args.lr, args.epochs * steps_per_epoch)
     state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0,
              "stopped": False}
@@ -434,14 +583,12 @@ def train_run(args, device, out):
         if ckpt.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         print(f"resuming {out} after epoch {state['epoch']}")
-    elif args.init_checkpoint:
-        loaded, fresh = load_matching(model, args.init_checkpoint)
-        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors ({module_names(loaded)})"
-              + (f"; kept as initialised: {', '.join(fresh)}" if fresh else "; every tensor matched"))
-    if not args.resume:
-        state["val_loss_before"] = validate(model, val_loader, args, device)[0]
+    else:
+        state["val_loss_before"] = validate(model, val_loader, args, device, shared=True)[0]
 
     def checkpoint(path, with_training_state):
+        if rank > 0:
+            return
         obj = {"config": model_config(args), "args": vars(args), "model": model.state_dict(), "state": state}
         if with_training_state:
             obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state(),
@@ -450,36 +597,43 @@ def train_run(args, device, out):
 
     if not os.path.exists(last_path):
         checkpoint(last_path, True)
-    print(f"{args.arch} {args.size if ARCHS[args.arch]['sized'] else ''} F={args.filters}: {params:,} parameters; "
-          f"{len(train_ds)} training / {len(val_ds)} validation tiles of {args.tile}px on {device}")
+    name = label or f"{args.arch} {args.size if ARCHS[args.arch]['sized'] else ''} F={args.filters}"
+    print(f"{name}: {evaluate.count_parameters(model)[0]:,} parameters; {len(train_ds)} training / {len(val_ds)} "
+          f"validation tiles of {args.tile}px on {device}")
     log_path = os.path.join(out, "log.csv")
+    net = training_module(model, args, device)
+    if rank > 0:  # dropout masks of its own, drawn from (seed, epoch, rank)
+        torch.manual_seed(int(np.random.SeedSequence([args.seed, state["epoch"], rank]).generate_state(1)[0]))
+    first_epoch, loop_start = state["epoch"], time.perf_counter()
     try:
         for epoch in range(state["epoch"], 0 if state["stopped"] else args.epochs):
             start = time.perf_counter()
             train_ds.set_epoch(epoch)
-            shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
-            loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=shuffle,
-                                                 num_workers=args.workers, pin_memory=device.type == "cuda")
-            train_loss = train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch)
-            val_loss, val_iou = validate(model, val_loader, args, device)
+            loader = train_loader(train_ds, args, device, epoch)
+            train_loss = train_one_epoch(net, loader, optimizer, scheduler, args, device, epoch)
+            val_loss, val_iou = validate(model, val_loader, args, device, shared=True)
             scheduler.epoch_end(val_loss)
             seconds = time.perf_counter() - start
             row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_iou_f": val_iou,
                    "lr": scheduler.lr, "seconds": seconds}
             state["history"].append(row)
             state["epoch"], state["train_seconds"] = epoch + 1, state["train_seconds"] + seconds
-            if val_loss < state["best_val"]:
+            if val_loss < state["best_val"] or len(val_ds) == 0:  # no validation: keep the final weights
                 state["best_val"], state["best_epoch"] = val_loss, epoch + 1
                 checkpoint(best_path, False)
             # Early stopping (§4.3.2): patience epochs with no better validation loss.
             state["stopped"] = epoch + 1 - state["best_epoch"] >= args.patience
             checkpoint(last_path, True)
-            with open(log_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                writer.writeheader()
-                writer.writerows(state["history"])
-            print(f"epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-                  + ("" if args.pretext else f"val IoU_F {val_iou:.3f}  ") + f"{seconds:.1f}s", flush=True)
+            if rank == 0:
+                with open(log_path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(row))
+                    writer.writeheader()
+                    writer.writerows(state["history"])
+            now = time.perf_counter()  # the ETA assumes the epochs still to run cost what this session's did
+            eta = (args.epochs - epoch - 1) * (now - loop_start) / (epoch + 1 - first_epoch)
+            print(f"{label + '  ' if label else ''}epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                  + ("" if args.pretext else f"val IoU_F {val_iou:.3f}  ")
+                  + f"{seconds:.1f}s  elapsed {clock(now - run_start)}  ETA {clock(eta)}", flush=True)
             if state["stopped"]:
                 print(f"early stopping: no better validation loss for {args.patience} epochs")
                 break
@@ -492,13 +646,54 @@ def train_run(args, device, out):
     except NonFiniteLoss as exc:
         raise RunError(f"{exc}; training stopped and {last_path} keeps epoch {state['epoch']}; "
                        "try a lower --lr") from None
-
+    if rank > 0:  # evaluation, pictures and results are rank 0's
+        return None
     if not os.path.exists(best_path):  # no epoch ran (e.g. --epochs 0): the starting weights are the best
         checkpoint(best_path, False)
     # Early stopping restores the best weights (§4.3.2) before the test evaluation.
     model.load_state_dict(load_checkpoint(best_path, "best.pt", keys=("model",))["model"])
     evaluate.draw_curves(state["history"] or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan,
                                       "val_iou_f": math.nan}], os.path.join(out, "curves.png"), args.pretext)
+    return state
+
+
+def train_run(args, device, out):
+    """One training run (one seed) into the folder `out`; returns its results dict.
+
+    `args.resume`: continue from out/last.pt, which holds the model, optimiser, schedule, history
+    and random state of the last finished epoch, so the curve goes on as if never interrupted.
+    Under torchrun every process trains its share of each batch and rank 0 alone writes and evaluates
+    (the others return None).
+    """
+    torch.manual_seed(args.seed)  # weights and dropout; data order and augmentation have their own seeds
+    datasets = load_datasets(args)
+    try:
+        model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
+    except ValueError as exc:  # e.g. a dropout list of the wrong length
+        raise RunError(f"model settings: {exc}") from None
+    for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = args.bn_momentum
+    if getattr(args, "channels_last", False):  # NHWC weights: the layout the fast convolution kernels prefer
+        model = model.to(memory_format=torch.channels_last)
+    params, params_keras = evaluate.count_parameters(model)
+    degrade_fn = degrade.random_degradation(args.pretext) if args.pretext else None
+    crops, rotation = getattr(args, "sampling", "tiles") == "crops", getattr(args, "rotation", "any")
+    source = data.CropDataset if crops else data.TileDataset  # crops: a fresh window per (seed, epoch, index)
+    train_ds = source(*datasets["train"], **({"tile": args.tile} if crops else {}), augment=args.augment,
+                      seed=args.seed, degrade=degrade_fn, rotation=rotation)
+    val_ds = data.TileDataset(*datasets["val"], augment=False, seed=args.seed + 10_000, degrade=degrade_fn)
+    if len(val_ds) == 0 and getattr(args, "val_fraction", 0.1) > 0:
+        unit = "slice" if crops else f"tile(s) of {args.tile}px"
+        raise RunError(f"{args.data or 'the demo data'} gives {len(datasets['train'][0])} training {unit}; at least 2 "
+                       "are needed (some go to validation): add slices, use a smaller --tile or --val-fraction 0")
+    if not args.resume and args.init_checkpoint:
+        loaded, fresh = load_matching(model, args.init_checkpoint)
+        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors ({module_names(loaded)})"
+              + (f"; kept as initialised: {', '.join(fresh)}" if fresh else "; every tensor matched"))
+    state = fit(model, train_ds, val_ds, args, device, out)
+    if state is None:  # another rank under torchrun: evaluation, pictures and results are rank 0's
+        return None
     metrics, probs = evaluate_run(model, args, datasets, device)
     if probs is not None:
         for i in range(min(3, len(probs))):
@@ -558,13 +753,28 @@ def parse_args(argv):
     g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw", help="App. B")
     g.add_argument("--scheduler", choices=["cosine", "onecycle", "plateau", "none"], default="cosine", help="App. B")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no rotations/flips (Table 5.1 row 1)")
+    g.add_argument("--rotation", choices=data.ROTATIONS, help="DA rotation: any = angle uniform in [-180, 180], "
+                   "bilinear (§4.3.2, default); any-nearest = the same angles, nearest-neighbour image; right = "
+                   "multiples of 90 degrees, an exact permutation of the pixels")
+    g.add_argument("--sampling", choices=["tiles", "crops"], help="training samples: tiles = the fixed grid of "
+                   "§4.3.1 (default); crops = a fresh random window of the padded slices per sample and epoch")
+    g.add_argument("--val-fraction", type=float, help="share of the training tiles (with crops: of the slices) "
+                   "held out for validation and early stopping (0.1, §4.3.2); 0 = none, the final weights are kept")
     g.add_argument("--alpha", type=float, default=0.5, help="Attention Y-Net weight of the MSE term (App. A Eq. 1)")
+    g.add_argument("--preprocess", choices=degrade.PREPROCESSING, default="none", help="App. A baselines, applied to "
+                   "every image the model sees (training, evaluation, predict.py): CLAHE, or histogram matching")
+    g.add_argument("--match-to", metavar="DIR", help="--preprocess hist_match: the target data set whose train/x "
+                   "images give the mean histogram (App. A); its masks are never read")
     g.add_argument("--pretext", help="self-supervised denoising with these degradations, comma separated "
                    f"(§3.3): {', '.join(degrade.DEGRADATIONS)}")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--repeats", type=positive(int), default=1, help="runs with seeds seed..seed+N-1; mean ± std (§5)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU: fast on those with bf16 units)")
+    g.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                   help="channels-last (NHWC) weights, faster convolutions (default: on in the demo, off with --data)")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training model (GPU; compiles first)")
     g.add_argument("--workers", type=positive(int, 0), help="DataLoader worker processes (default 0 on CPU, 4 on GPU)")
     g.add_argument("--progress", action="store_true", help="show the per-epoch bar even when not on a terminal")
     m = p.add_argument_group("model knobs (default: the thesis's best for the arch, Table 5.1 / App. B)")
@@ -574,6 +784,8 @@ def parse_args(argv):
     m.add_argument("--activation", choices=["relu", "elu", "gelu"])
     m.add_argument("--init", help="glorot_uniform | he_normal, or a checkpoint to start from (§3.3)")
     m.add_argument("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1 last row)")
+    m.add_argument("--fused-attention", action="store_true", default=None, help="UNETR-2D/YNETR-2D: Eq. 2.1 as "
+                   "torch's fused kernel instead of the written-out one (same outputs to rounding)")
     m.add_argument("--train-images", type=positive(int), help=argparse.SUPPRESS)
     m.add_argument("--test-images", type=positive(int), help=argparse.SUPPRESS)
     m.add_argument("--image-side", type=positive(int, 16), help=argparse.SUPPRESS)
@@ -585,7 +797,11 @@ def parse_args(argv):
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    for key, value in THESIS_DATA.items():  # what a preset leaves open is the thesis's pipeline
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.filters = ARCHS[args.arch]["filters"] if args.filters is None else args.filters
+    args.channels_last = bool(args.channels_last)
     args.pretext = [n.strip() for n in args.pretext.split(",")] if args.pretext else None
     args.init_checkpoint = None
     if args.init and args.init not in ("glorot_uniform", "he_normal"):
@@ -599,6 +815,15 @@ def parse_args(argv):
                            f"choose from {', '.join(degrade.DEGRADATIONS)}")
     if args.tile % 16:
         raise RunError(f"--tile {args.tile}: must be a multiple of 16 (the patch size, §2.2.5)")
+    if (args.preprocess == "hist_match") != bool(args.match_to):
+        raise RunError("--preprocess hist_match and --match-to DIR go together: name the target data set whose "
+                       "histogram the source images are matched to")
+    args.target_hist = None  # filled from --match-to's images when the data are loaded, then kept in checkpoints
+    if not 0 <= args.val_fraction < 1:
+        raise RunError(f"--val-fraction {args.val_fraction}: must be at least 0 and below 1 (0.1 in the thesis)")
+    if args.val_fraction == 0 and args.scheduler == "plateau":
+        raise RunError("--val-fraction 0 leaves no validation loss for --scheduler plateau; use cosine, "
+                       "onecycle or none, or hold out a validation set")
     return args
 
 
@@ -665,6 +890,7 @@ def eval_only(args, device):
 
 
 def main(argv=None):
+    started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
@@ -674,16 +900,26 @@ def main(argv=None):
         if args.workers is None:
             args.workers = 4 if device.type == "cuda" else 0
         if args.eval_only:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise RunError("--eval-only evaluates in one process: start it with python, not torchrun")
             return eval_only(args, device)
-        out, args = prepare_out(args, argv)
+        device = join_torchrun(device)
+        rank, world_size = world()
+        if not args.resume:  # refused before the run folder exists; a resumed run's batch once it is read
+            check_batch_split(args.batch_size, world_size)
+        out, args = from_rank0(prepare_out, args, argv)
+        check_batch_split(args.batch_size, world_size)
         args.out_root = out
         mode = f"--data {args.data}: thesis protocol" if args.data else "demo on built-in synthetic EM data"
         print(f"device: {device} ({'picked automatically' if args.device == 'auto' else 'as asked'}); {mode}")
+        if world_size > 1:
+            print(f"torchrun: {world_size} processes ({dist.get_backend()}), each trains {args.batch_size // world_size} "
+                  f"of every batch of {args.batch_size}; rank 0 logs, saves and evaluates")
         if not args.data:
             print(f"demo preset: {args.train_images} train / {args.test_images} test synthetic images of "
                   f"{args.image_side}px, F={args.filters}, tiles {args.tile}, {args.epochs} epochs, batch "
-                  f"{args.batch_size}, lr {args.lr}, BatchNorm momentum {args.bn_momentum} "
-                  "(the thesis protocol runs with --data DIR)")
+                  f"{args.batch_size}, lr {args.lr}, BatchNorm momentum {args.bn_momentum}"
+                  + (", channels-last" if args.channels_last else "") + " (the thesis protocol runs with --data DIR)")
         runs = []
         for k in range(args.repeats):
             run_out = out if args.repeats == 1 else os.path.join(out, f"seed-{k}")
@@ -695,13 +931,19 @@ def main(argv=None):
             run_args.resume = args.resume and os.path.isfile(os.path.join(run_out, "last.pt"))
             os.makedirs(run_out, exist_ok=True)
             runs.append(train_run(run_args, device, run_out))
+        if rank > 0:
+            return None
         report(args, runs, out)
+        print(f"total wall time {clock(time.perf_counter() - started)}")
         return runs[0] if args.repeats == 1 else runs
     except (data.DataError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def report(args, runs, out):

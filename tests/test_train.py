@@ -315,3 +315,51 @@ def test_build_model_rejects_unknown_arch_and_flags(capsys):
     with pytest.raises(SystemExit):
         train.main(["--arch", "unetr2d", "--attention-gates", "--summary"])
     assert "does not apply" in capsys.readouterr().err
+
+
+def test_val_fraction_zero_trains_on_every_tile_and_keeps_the_final_weights(tmp_path, capsys):
+    out = _run(tmp_path, "noval", "--epochs", "2", "--val-fraction", "0")
+    assert "16 training / 0 validation tiles" in capsys.readouterr().out  # 4 slices of 64px, tiles of 32
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["best_epoch"] == results["epochs_run"] == 2 and results["best_val_loss"] is None
+    assert all(math.isnan(val) for _, val in _losses(out))
+    best = torch.load(os.path.join(out, "best.pt"), weights_only=False)["model"]
+    last = torch.load(os.path.join(out, "last.pt"), weights_only=False)["model"]
+    assert all(torch.equal(best[k], last[k]) for k in best)   # the test numbers are the final weights'
+
+
+def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(tmp_path, monkeypatch):
+    args = train.parse_args(TINY + ["--sampling", "crops", "--out", str(tmp_path / "unused")])
+    sets = train.load_datasets(args)
+    slices, masks = train.data.synthetic_em(4, 64, 64, seed=train.DEMO_DATA_SEED)
+    kept = [i for i in range(4) if any(np.array_equal(slices[i], s) for s in sets["train"][0])]
+    held = [i for i in range(4) if i not in kept]
+    assert len(kept) == 3 and len(held) == 1                  # 10% of 4 slices, rounded up
+    np.testing.assert_array_equal(sets["val"][0], train.data.extract_tiles(slices[held], 32))
+    np.testing.assert_array_equal(sets["val"][1], train.data.extract_tiles(masks[held], 32))
+    seen = {}
+
+    class Recording(train.data.CropDataset):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen.update(k, length=len(self))
+
+    monkeypatch.setattr(train.data, "CropDataset", Recording)
+    _run(tmp_path, "crops", "--epochs", "1", "--sampling", "crops", "--rotation", "right")
+    assert seen["rotation"] == "right" and seen["tile"] == 32 and seen["length"] == 3 * 4
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--val-fraction", "1"], "--val-fraction"),
+    (["--val-fraction", "0", "--scheduler", "plateau"], "plateau"),
+    (["--rotation", "diagonal"], None),
+])
+def test_data_pipeline_flags_default_to_the_thesis_and_refuse_bad_values(tmp_path, capsys, flags, expected):
+    args = train.parse_args(["--data", str(tmp_path), "--arch", "unet"])
+    assert (args.rotation, args.sampling, args.val_fraction) == ("any", "tiles", 0.1)  # §4.3.2
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *flags])
+    assert exit_info.value.code == 2 and not os.path.exists(tmp_path / "o" / "last.pt")
+    if expected:
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1
