@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -256,6 +257,8 @@ def main(argv=None):
         if not os.path.exists(args.input):
             raise train.RunError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
         files = data.read_files(data.image_paths(args.input))
+        saved = argparse.Namespace(**ckpt["args"])  # --preprocess of the run (App. A) applies to new slices too
+        files = [(path, list(train.preprocess(saved, pages))) for path, pages in files]
         device = train.pick_device(args.device)
         model = model.to(device)
         if args.attention:

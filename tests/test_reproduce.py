@@ -28,7 +28,8 @@ def test_tiny_table_has_thesis_numbers_reuses_retrains_and_extends_cells(tmp_pat
     trained, real_main = [], train.main
     monkeypatch.setattr(train, "main", lambda argv: trained.append(argv[argv.index("--out") + 1]) or real_main(argv))
     command = lambda epochs=1, repeats=1: ["5.4", "--quick", "--rows", "unet,unetr2d-mini", "--epochs", str(epochs),  # noqa: E731
-                                           "--repeats", str(repeats), "--device", "cpu", "--out", str(tmp_path)]
+                                           "--repeats", str(repeats), "--device", "cpu", "--out", str(tmp_path),
+                                           "--drop-last"]
     argv = command()
     cell = lambda row, seed: os.path.join(str(tmp_path), "5.4", "synthetic", row, f"seed-{seed}")  # noqa: E731
 
@@ -54,7 +55,7 @@ def test_tiny_table_has_thesis_numbers_reuses_retrains_and_extends_cells(tmp_pat
     assert rows["UNETR-2D Base (ours)"][2::2] == ["—", "—", "—"]
     first = (tmp_path / "table_5.4.json").read_text()
     assert [len(r["runs"]) for r in json.loads(first)["rows"]] == [1, 0, 1, 0, 0, 0, 0, 0]
-    assert not os.path.exists(os.path.join(cell("unet", 0), "last.pt"))  # pruned once finished
+    assert not os.path.exists(os.path.join(cell("unet", 0), "last.pt"))  # --drop-last: pruned once finished
 
     trained.clear()
     reproduce.main(argv)  # everything is finished: nothing trains, the same table comes back
