@@ -69,7 +69,7 @@ THESIS_TABLE = {
 # UNETR-2D runs as Mini there: Base costs ~50x more per step at this size (the row is labelled so).
 # The baselines use BatchNorm (momentum 0.1, as the demo) so that they learn in so few steps.
 LIGHT = {"train_images": 16, "test_images": 6, "side": 256, "tile": 128, "filters": 8, "epochs": 50,
-         "batch_size": 4, "lr": 1e-3, "crops": 240, "stage_epochs": (6, 4, 10), "unetr_size": "mini"}
+         "batch_size": 4, "lr": 1e-3, "crops": 240, "stage_epochs": (3, 2, 6), "unetr_size": "mini"}
 
 
 # ---------------------------------------------------------------- data (App. A: random crops)
