@@ -92,7 +92,7 @@ def training_memory_lower_bound(model, x, step_loss):
         storage = t.untyped_storage()
         if storage.data_ptr() not in weights:
             saved[storage.data_ptr()] = storage.nbytes()
-        return t
+        return t.detach()  # the tensor itself would tie an output to its own graph: a cycle that never frees
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step_loss(model, x)
@@ -263,8 +263,8 @@ def main(argv=None):
             done.add(options)
             rows.append(bench_one(name, arch, size, filters, options, device, big, a.quick))
             print(markdown_row(rows[-1]), flush=True)
-    with open(a.json, "w") as f:
-        json.dump({**info, "rows": rows}, f, indent=2)
+            with open(a.json, "w") as f:  # after every row, so that an interrupted run keeps its rows
+                json.dump({**info, "rows": rows}, f, indent=2)
     print(f"wrote {a.json}")
     return rows
 

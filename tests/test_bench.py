@@ -1,6 +1,7 @@
 """bench.py's counts against torch's own FLOP counter and closed forms; the speed options of train.py
 (fused attention, channels-last, bf16 autocast, torch.compile) against the plain eager fp32 path."""
 import argparse
+import gc
 import os
 
 import pytest
@@ -48,9 +49,13 @@ def test_training_memory_counts_saved_activations_once_and_weights_four_times():
     model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
     x = torch.randn(7, 10)
     n_params = sum(p.numel() for p in model.parameters())
+    tensors = lambda: sum(type(o) is torch.Tensor for o in gc.get_objects())  # noqa: E731
+    before = tensors()
     got = bench.training_memory_lower_bound(model, x, lambda m, x: m(x).sum())
     # saved: the input of the first Linear and the ReLU output (also the second Linear's input) in fp32
     assert got == 4 * (7 * 10 + 7 * 20) + 4 * 4 * n_params
+    gc.collect()
+    assert tensors() == before  # the step's graph is freed (a saved output must not hold its own graph)
 
 
 @pytest.mark.parametrize("name", ["unetr2d", "ynetr2d"])
