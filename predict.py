@@ -207,11 +207,11 @@ def attention_figures(args, model, device, image, name):
             sheet.paste(heat_over(window, values, query, patch), (c * (side + 4), r * (side + 20) + 18))
             draw.text((c * (side + 4) + 2, r * (side + 20) + 3), f"layer {layer + 1}, head {head + 1}", fill="black")
         sheet.save(path)
-    rollout = attention_rollout(maps)[0, q].reshape(grid, grid).numpy()  # (T/P, T/P)
-    heat_over(window, rollout, query, patch).save(paths[-1])
+    rollout = attention_rollout(maps)  # (1, N, N)
+    heat_over(window, rollout[0, q].reshape(grid, grid).numpy(), query, patch).save(paths[-1])
     print(f"attention of patch {query[0]},{query[1]} in the {side}x{side} window at rows {top}-{top + side - 1}, "
           f"columns {left}-{left + side - 1} of {name}: {len(maps)} layer grids and the rollout in {args.out}")
-    return {"maps": maps, "rollout": attention_rollout(maps), "window": window, "paths": paths}
+    return {"maps": maps, "rollout": rollout, "window": window, "paths": paths}
 
 
 # ---------------------------------------------------------------- command line
