@@ -249,27 +249,25 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parse_args(argv)
-        ckpt = train.load_checkpoint(args.checkpoint, "checkpoint")
-        model = train.rebuild(ckpt, f"checkpoint {args.checkpoint}")
-        if not os.path.exists(args.input):
-            raise train.RunError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
-        files = data.read_files(data.image_paths(args.input))
-        saved = argparse.Namespace(**ckpt["args"])  # --preprocess of the run (App. A) applies to new slices too
-        files = [(path, list(train.preprocess(saved, pages))) for path, pages in files]
-        device = train.pick_device(args.device)
-        model = model.to(device)
-        if args.attention:
-            path, pages = files[0]
-            return attention_figures(args, model, device, pages[0], path)
-        return segment(args, model, device, files)
-    except (data.DataError, train.RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    return train.cli(run_command, argv)
+
+
+def run_command(argv):
+    """Segment (or draw attention for) the input with the checkpoint's model."""
+    args = parse_args(argv)
+    ckpt = train.load_checkpoint(args.checkpoint, "checkpoint")
+    model = train.rebuild(ckpt, f"checkpoint {args.checkpoint}")
+    if not os.path.exists(args.input):
+        raise train.RunError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
+    files = data.read_files(data.image_paths(args.input))
+    saved = argparse.Namespace(**ckpt["args"])  # --preprocess of the run (App. A) applies to new slices too
+    files = [(path, list(train.preprocess(saved, pages))) for path, pages in files]
+    device = train.pick_device(args.device)
+    model = model.to(device)
+    if args.attention:
+        path, pages = files[0]
+        return attention_figures(args, model, device, pages[0], path)
+    return segment(args, model, device, files)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ TITLES = {"5.1": "Table 5.1: incremental ablation, U-Net vs UNETR-2D Base (thesi
           "5.5": "Table 5.5: denoising pretexts before fine-tuning UNETR-2D Base (thesis: Lucchi++ test set)"}
 
 
-class ReproduceError(Exception):
+class ReproduceError(train.RunError):
     """A problem with the command line or the output folder: one line, exit code 2."""
 
 
@@ -406,14 +406,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["A1"]:
         handover_a1(argv[1:])
-    try:
-        opts = parse_args(argv)
-        results = run_table(opts.table, opts)
-        write_outputs(opts.table, results, opts, argv)
-        return results
-    except (ReproduceError, train.RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    return train.cli(run_command, argv)
+
+
+def run_command(argv):
+    opts = parse_args(argv)
+    results = run_table(opts.table, opts)
+    write_outputs(opts.table, results, opts, argv)
+    return results
 
 
 if __name__ == "__main__":

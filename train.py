@@ -34,12 +34,12 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 import data
 import degrade
+import distributed
 import evaluate
 import unet
 import unetr2d
@@ -182,66 +182,6 @@ def pick_device(name):
     return torch.device(name)
 
 
-# ----------------------------------------------------------------------------------------------
-# Several processes (torchrun): data-parallel training with torch.distributed. Without torchrun every
-# helper below is a no-op and a run is exactly the single-process one.
-
-def world():
-    """(rank, number of processes): (0, 1) unless torchrun started this process."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def join_torchrun(device):
-    """Join torchrun's process group when it started N > 1 processes (WORLD_SIZE): NCCL between GPUs
-    (process i takes GPU LOCAL_RANK), gloo between CPUs. Processes other than rank 0 print nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
-    if device.type == "mps":
-        raise RunError("torchrun: Apple's MPS backend has no torch.distributed support; use --device cpu")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if dist.get_rank() > 0:
-        sys.stdout = open(os.devnull, "w")
-    return device
-
-
-def check_batch_split(batch_size, world_size):
-    if batch_size % world_size:
-        raise RunError(f"--batch-size {batch_size} is the whole batch, shared by the {world_size} processes "
-                       f"of torchrun: use a multiple of {world_size}")
-
-
-def all_sum(*values):
-    """Python numbers summed over all processes (one all-reduce); returned unchanged without torchrun."""
-    if world()[1] == 1:
-        return values
-    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    total = torch.tensor(values, dtype=torch.float64, device=on)
-    dist.all_reduce(total)
-    return tuple(type(v)(t) for v, t in zip(values, total.tolist()))
-
-
-def from_rank0(fn, *args):
-    """fn(*args) run by rank 0 alone (it creates folders), its result or RunError shared with all."""
-    rank, world_size = world()
-    if world_size == 1:
-        return fn(*args)
-    box = [None]
-    if rank == 0:
-        try:
-            box[0] = fn(*args)
-        except (RunError, data.DataError) as exc:
-            box[0] = RunError(str(exc))
-    dist.broadcast_object_list(box, src=0)
-    if isinstance(box[0], RunError):
-        raise box[0]
-    return box[0]
-
-
 def model_kwargs(args):
     """Constructor keywords from the model flags (None = the arch's thesis default)."""
     kw = {"batch_norm": args.batch_norm, "activation": args.activation, "attention_gates": args.attention_gates,
@@ -333,52 +273,12 @@ def compute_loss(args, output, x, y):
     return loss + dice_loss(output, y) if args.loss == "bce_dice" else loss
 
 
-def train_loader(train_ds, args, device, epoch):
-    """This epoch's shuffled batches, the order drawn from (seed, epoch) (§4.3.2).
-
-    Under torchrun each of the N processes takes batch_size / N samples of every batch of the
-    one-process order, dealt out as DistributedSampler deals its indices (sample i to process
-    i mod N; the first samples repeat when N does not divide the data set), so that the N processes
-    together train on the one-process batches. The order is read from a one-process loader itself
-    (DataLoader draws from its generator before the permutation; DistributedSampler would not).
-    """
-    rank, world_size = world()
-    shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
-    common = {"num_workers": args.workers, "pin_memory": device.type == "cuda"}  # pinned: non-blocking copies
-    if world_size == 1:
-        return torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=shuffle,
-                                           **common)
-    order = [int(i) for i in torch.utils.data.DataLoader(range(len(train_ds)), batch_size=None, shuffle=True,
-                                                          generator=shuffle)]
-    order += order[:(-len(order)) % world_size]  # as DistributedSampler pads
-    return torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size // world_size,
-                                       sampler=order[rank::world_size], **common)
-
-
-def shard(dataset):
-    """This process's share of a data set under torchrun (every N-th item); all of it otherwise."""
-    rank, world_size = world()
-    return dataset if world_size == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
-
-
-def training_module(model, args, device):
-    """What the training steps call: the model itself, wrapped in DistributedDataParallel under
-    torchrun (gradients averaged over the processes during backward, BatchNorm statistics taken
-    from rank 0), then compiled with --compile. Checkpoints keep saving `model`'s own weights."""
-    net = model
-    if world()[1] > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if getattr(args, "compile", False):
-        net = torch.compile(net)
-    return net
-
-
 def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
     """One pass over `loader`; returns the mean training loss. Under torchrun `model` is the DDP
     wrapper and the losses (bar, NaN check, mean) are those of all processes together."""
     from tqdm import tqdm
 
-    rank, world_size = world()
+    rank, world_size = distributed.world()
     model.train()
     total, count = torch.zeros((), device=device), 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, file=sys.stderr,
@@ -396,14 +296,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
         count += len(x)
         value = loss.item()  # the one host-device sync per step, for the bar and the NaN check
         if world_size > 1:  # the mean of the equal shares: every process stops on a NaN together
-            value = all_sum(value)[0] / world_size
+            value = distributed.all_sum(value)[0] / world_size
         if not math.isfinite(value):
             raise NonFiniteLoss(f"the training loss became {value} at epoch {epoch + 1}")
         bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.lr:.2e}")
     if world_size > 1:
-        for buffer in model.buffers():  # rank 0's BatchNorm statistics everywhere, for validation
-            dist.broadcast(buffer, src=0)
-        total_sum, count = all_sum(float(total), count)
+        distributed.share_buffers(model)  # rank 0's BatchNorm statistics everywhere, for validation
+        total_sum, count = distributed.all_sum(float(total), count)
         return total_sum / max(count, 1)
     return float(total) / max(count, 1)
 
@@ -427,7 +326,7 @@ def validate(model, loader, args, device, shared=False):
             a, b, c = evaluate.confusion(pred, mask)
             tp, fp, fn = tp + a, fp + b, fn + c
     if shared:
-        loss_sum, count, tp, fp, fn = all_sum(loss_sum, count, tp, fp, fn)
+        loss_sum, count, tp, fp, fn = distributed.all_sum(loss_sum, count, tp, fp, fn)
     if count == 0:  # no validation set (--val-fraction 0)
         return math.nan, math.nan
     iou = float("nan") if args.pretext else evaluate.iou_from_counts(tp, fp, fn)
@@ -562,9 +461,9 @@ def fit(model, train_ds, val_ds, args, device, out, label=""):
     the run's state (epochs run, best epoch and validation loss, history); under torchrun the other
     ranks return None after the last epoch. `label` prefixes the log lines (adapt.py's stage names).
     """
-    rank, world_size = world()
+    rank, world_size = distributed.world()
     run_start = time.perf_counter()
-    val_loader = torch.utils.data.DataLoader(shard(val_ds), batch_size=args.batch_size, num_workers=args.workers)
+    val_loader = torch.utils.data.DataLoader(distributed.shard(val_ds), batch_size=args.batch_size, num_workers=args.workers)
     steps_per_epoch = math.ceil(math.ceil(len(train_ds) / world_size) / (args.batch_size // world_size))
     trainable = [p for p in model.parameters() if p.requires_grad]  # adapt.py freezes the encoder
     optimizer = make_optimizer(args.optimizer, trainable, args.lr, args.weight_decay)
@@ -601,7 +500,7 @@ def fit(model, train_ds, val_ds, args, device, out, label=""):
     print(f"{name}: {evaluate.count_parameters(model)[0]:,} parameters; {len(train_ds)} training / {len(val_ds)} "
           f"validation tiles of {args.tile}px on {device}")
     log_path = os.path.join(out, "log.csv")
-    net = training_module(model, args, device)
+    net = distributed.training_module(model, device, compile=getattr(args, "compile", False))
     if rank > 0:  # dropout masks of its own, drawn from (seed, epoch, rank)
         torch.manual_seed(int(np.random.SeedSequence([args.seed, state["epoch"], rank]).generate_state(1)[0]))
     first_epoch, loop_start = state["epoch"], time.perf_counter()
@@ -609,7 +508,8 @@ def fit(model, train_ds, val_ds, args, device, out, label=""):
         for epoch in range(state["epoch"], 0 if state["stopped"] else args.epochs):
             start = time.perf_counter()
             train_ds.set_epoch(epoch)
-            loader = train_loader(train_ds, args, device, epoch)
+            loader = distributed.train_loader(train_ds, args.batch_size, args.seed, epoch, args.workers,
+                                                pin_memory=device.type == "cuda")
             train_loss = train_one_epoch(net, loader, optimizer, scheduler, args, device, epoch)
             val_loss, val_iou = validate(model, val_loader, args, device, shared=True)
             scheduler.epoch_end(val_loss)
@@ -776,6 +676,8 @@ def parse_args(argv):
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     g.add_argument("--compile", action="store_true", help="torch.compile the training model (GPU; compiles first)")
     g.add_argument("--workers", type=positive(int, 0), help="DataLoader worker processes (default 0 on CPU, 4 on GPU)")
+    g.add_argument("--threads", type=positive(int), help="CPU threads for torch's operators (default: 1 in the demo, "
+                   "whose tensors are too small to share; torch's own choice, one per core, with --data)")
     g.add_argument("--progress", action="store_true", help="show the per-epoch bar even when not on a terminal")
     m = p.add_argument_group("model knobs (default: the thesis's best for the arch, Table 5.1 / App. B)")
     m.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None)
@@ -843,7 +745,13 @@ def summary(args):
         print("thesis: no parameter count reported for this configuration")
 
 
-RESUME_FLAGS = {"--out", "--resume", "--device", "--workers", "--progress"}
+def check_batch_split(batch_size, world_size):
+    if batch_size % world_size:
+        raise RunError(f"--batch-size {batch_size} is the whole batch, shared by the {world_size} processes "
+                       f"of torchrun: use a multiple of {world_size}")
+
+
+RESUME_FLAGS = {"--out", "--resume", "--device", "--workers", "--threads", "--progress"}
 
 
 def prepare_out(args, argv):
@@ -861,7 +769,7 @@ def prepare_out(args, argv):
         with open(saved_path) as f:
             saved = json.load(f)
         return out, argparse.Namespace(**{**saved, "resume": True, "device": args.device, "workers": args.workers,
-                                          "progress": args.progress})
+                                          "threads": args.threads or saved.get("threads"), "progress": args.progress})
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise RunError(f"--out {out} already exists and is not empty; choose a new folder, "
                        "or add --resume to continue the run in it")
@@ -889,9 +797,26 @@ def eval_only(args, device):
     return metrics
 
 
-def main(argv=None):
-    started = time.perf_counter()
+def cli(run, argv=None):
+    """A program's entry point: run(argv). A mistake in the user's input (RunError, data.DataError)
+    becomes one line on stderr and exit code 2, Ctrl-C exit code 130; neither prints a traceback.
+    train.py, predict.py, adapt.py and reproduce.py all start here."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except (data.DataError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def main(argv=None):
+    return cli(run_command, argv)
+
+
+def run_command(argv):
+    started, threads = time.perf_counter(), torch.get_num_threads()
     try:
         args = parse_args(argv)
         if args.summary:
@@ -903,23 +828,29 @@ def main(argv=None):
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise RunError("--eval-only evaluates in one process: start it with python, not torchrun")
             return eval_only(args, device)
-        device = join_torchrun(device)
-        rank, world_size = world()
+        if device.type == "mps" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RunError("torchrun: Apple's MPS backend has no torch.distributed support; use --device cpu")
+        device = distributed.join_torchrun(device)
+        rank, world_size = distributed.world()
         if not args.resume:  # refused before the run folder exists; a resumed run's batch once it is read
             check_batch_split(args.batch_size, world_size)
-        out, args = from_rank0(prepare_out, args, argv)
+        out, args = distributed.from_rank0(prepare_out, args, argv)
         check_batch_split(args.batch_size, world_size)
         args.out_root = out
+        if args.threads:  # README "Threads": the demo's small tensors run fastest on one thread
+            torch.set_num_threads(args.threads)
         mode = f"--data {args.data}: thesis protocol" if args.data else "demo on built-in synthetic EM data"
         print(f"device: {device} ({'picked automatically' if args.device == 'auto' else 'as asked'}); {mode}")
         if world_size > 1:
-            print(f"torchrun: {world_size} processes ({dist.get_backend()}), each trains {args.batch_size // world_size} "
+            print(f"torchrun: {world_size} processes ({distributed.backend()}), each trains {args.batch_size // world_size} "
                   f"of every batch of {args.batch_size}; rank 0 logs, saves and evaluates")
         if not args.data:
             print(f"demo preset: {args.train_images} train / {args.test_images} test synthetic images of "
                   f"{args.image_side}px, F={args.filters}, tiles {args.tile}, {args.epochs} epochs, batch "
                   f"{args.batch_size}, lr {args.lr}, BatchNorm momentum {args.bn_momentum}"
-                  + (", channels-last" if args.channels_last else "") + " (the thesis protocol runs with --data DIR)")
+                  + (", channels-last" if args.channels_last else "")
+                  + (f", {args.threads} CPU thread{'s' if args.threads > 1 else ''}" if args.threads and device.type == "cpu" else "")
+                  + " (the thesis protocol runs with --data DIR)")
         runs = []
         for k in range(args.repeats):
             run_out = out if args.repeats == 1 else os.path.join(out, f"seed-{k}")
@@ -936,14 +867,9 @@ def main(argv=None):
         report(args, runs, out)
         print(f"total wall time {clock(time.perf_counter() - started)}")
         return runs[0] if args.repeats == 1 else runs
-    except (data.DataError, RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        torch.set_num_threads(threads)  # as it was for a caller in this process (reproduce.py, tests)
+        distributed.leave()
 
 
 def report(args, runs, out):

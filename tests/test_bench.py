@@ -1,6 +1,5 @@
 """bench.py's counts against torch's own FLOP counter and closed forms; the speed options of train.py
 (fused attention, channels-last, bf16 autocast, torch.compile) against the plain eager fp32 path."""
-import argparse
 import gc
 import os
 
@@ -10,6 +9,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench
+import distributed
 import evaluate
 import train
 import unet
@@ -50,6 +50,7 @@ def test_training_memory_counts_saved_activations_once_and_weights_four_times():
     x = torch.randn(7, 10)
     n_params = sum(p.numel() for p in model.parameters())
     tensors = lambda: sum(type(o) is torch.Tensor for o in gc.get_objects())  # noqa: E731
+    gc.collect()  # garbage of earlier tests would otherwise be counted in `before` and freed later
     before = tensors()
     got = bench.training_memory_lower_bound(model, x, lambda m, x: m(x).sum())
     # saved: the input of the first Linear and the ReLU output (also the second Linear's input) in fp32
@@ -124,8 +125,7 @@ def test_fused_attention_flag_reaches_the_model_and_is_refused_for_cnns(capsys):
 def test_compiled_training_module_matches_eager(one_thread):
     torch.manual_seed(3)
     model = TINY_MODELS["unetr2d"](vit_dropout=0.0)
-    args = argparse.Namespace(compile=True)
-    net = train.training_module(model, args, torch.device("cpu"))
+    net = distributed.training_module(model, torch.device("cpu"), compile=True)
     assert net is not model
     x = torch.rand(2, 1, 32, 32)
     model.eval()

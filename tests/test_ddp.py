@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import distributed
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,7 @@ def test_two_processes_train_the_one_process_curve_and_resume_its_run(tmp_path, 
 
 
 def test_a_batch_the_processes_cannot_share_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, "world", lambda: (0, 2))  # as torchrun --nproc_per_node=2 would give
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))  # as torchrun --nproc_per_node=2 would give
     flags = [f if f != "4" or TINY[i - 1] != "--batch-size" else "3" for i, f in enumerate(TINY)]
     with pytest.raises(SystemExit) as exit_info:
         train.main(flags + ["--out", str(tmp_path / "run")])
