@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 import data
 import evaluate
+import models
+import schedules
 import train
 
 BN_MOMENTUM = 0.1  # torch's default: running statistics that settle within a short run
@@ -77,7 +79,7 @@ def minimal_loop(args, seed, rotation, steps):
     torch.manual_seed(seed)  # the same initial weights as train.py --seed seed
     rng = np.random.default_rng([seed, 1])
     (x, y), (test_x, test_y) = (data.load_split(args.data, s) for s in ("train", "test"))
-    model = train.build_model("unet", filters=args.filters, batch_norm=args.batch_norm or None)
+    model = models.build_model("unet", filters=args.filters, batch_norm=args.batch_norm or None)
     for module in model.modules():  # as train.py does with --bn-momentum
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = BN_MOMENTUM
@@ -86,7 +88,7 @@ def minimal_loop(args, seed, rotation, steps):
     model.train()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = train.cosine_lr(step, steps, args.lr)
+            group["lr"] = schedules.cosine_lr(step, steps, args.lr)
         xs, ys = [], []
         for _ in range(args.batch_size):
             k, r, c = rng.integers(len(x)), rng.integers(x.shape[1] - t + 1), rng.integers(x.shape[2] - t + 1)
@@ -199,7 +201,7 @@ def main(argv=None):
             run = {"cell": key, "seed": seed, "steps": steps, "wall_seconds": round(time.perf_counter() - start, 1),
                    **{k: result[k] for k in ("test_iou_f", "test_iou_f_global", "test_dice", "train_seconds")}}
             record["runs"].append(run)
-            train.save_atomic(record, os.path.join(out, "ablation.json"))
+            models.save_atomic(record, os.path.join(out, "ablation.json"))
             print(f"[ablation] {key} seed {seed}: test IoU_F {run['test_iou_f']:.4f} "
                   f"(pooled {run['test_iou_f_global']:.4f}), {steps} steps, {run['wall_seconds']:.0f}s", flush=True)
     table = summarise(record["runs"])

@@ -30,6 +30,7 @@ import torch.nn as nn
 
 import attention
 import evaluate
+import models
 import train
 
 # (name, arch, size, F): the models of Tables 5.2 and 5.4, then the Attention Y-Net of App. A.
@@ -122,10 +123,10 @@ def time_ms(fn, device, warmup, repeats):
 
 def build(arch, size, filters, options, device):
     """The model (at the thesis's 256x256 input) with the variant's options, and what the steps call."""
-    kw = {"img_size": 256} if train.ARCHS[arch]["sized"] else {}
+    kw = {"img_size": 256} if models.ARCHS[arch]["sized"] else {}
     if "fused" in options:
         kw["fused_attention"] = True
-    model = train.build_model(arch, size, filters, **kw).to(device)
+    model = models.build_model(arch, size, filters, **kw).to(device)
     if "channels_last" in options:
         model = model.to(memory_format=torch.channels_last)
     return model, (torch.compile(model) if "compile" in options else model)
@@ -256,7 +257,7 @@ def main(argv=None):
         _, arch, size, filters = known[name]
         done = set()
         for options in variants:
-            if not train.ARCHS[arch]["sized"]:  # no attention to fuse in the U-Net family
+            if not models.ARCHS[arch]["sized"]:  # no attention to fuse in the U-Net family
                 options = tuple(o for o in options if o != "fused")
             if options in done:
                 continue

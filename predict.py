@@ -8,7 +8,7 @@ weights softmax(QK^T / sqrt(d_k)) that `--attention` draws), §2.2.5 (the ViT's 
     python predict.py best.pt stack.tif --masks truth.tif --probabilities
     python predict.py best.pt slice.png --attention --query-patch 8,8  # per-head maps and rollout
 
-The model is rebuilt from the checkpoint alone (`train.rebuild`, loaded with weights_only=True) and
+The model is rebuilt from the checkpoint alone (`models.rebuild`, loaded with weights_only=True) and
 predicts through `evaluate.predict_slice`, the function the training run's own evaluation used, so
 the two cannot disagree. Attention rollout is Abnar & Zuidema (2020): the product over layers of
 0.5 * mean over heads of A + 0.5 * I, rows renormalised; UNETR-2D has no class token, so we show the
@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 import data
 import evaluate
+import models
 import train
 
 
@@ -112,7 +113,7 @@ def segment(args, model, device, files):
         print(f"{name}: IoU_F {s['iou_f']:.4f}  Dice {s['dice']:.4f}")
     print(f"per-slice mean IoU_F {metrics['test_iou_f']:.4f} (pooled {metrics['test_iou_f_global']:.4f}), "
           f"Dice {metrics['test_dice']:.4f} (pooled {metrics['test_dice_global']:.4f})")
-    train.save_atomic({**metrics, "checkpoint": args.checkpoint, "threshold": args.threshold},
+    models.save_atomic({**metrics, "checkpoint": args.checkpoint, "threshold": args.threshold},
                       os.path.join(args.out, "metrics.json"))
     return {"probabilities": probs, **metrics}
 
@@ -255,8 +256,8 @@ def main(argv=None):
 def run_command(argv):
     """Segment (or draw attention for) the input with the checkpoint's model."""
     args = parse_args(argv)
-    ckpt = train.load_checkpoint(args.checkpoint, "checkpoint")
-    model = train.rebuild(ckpt, f"checkpoint {args.checkpoint}")
+    ckpt = models.load_checkpoint(args.checkpoint, "checkpoint")
+    model = models.rebuild(ckpt, f"checkpoint {args.checkpoint}")
     if not os.path.exists(args.input):
         raise train.RunError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
     files = data.read_files(data.image_paths(args.input))

@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU thr
 import numpy as np
 
 import evaluate
+import models
 import train
 
 ADAPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "adapt.py")
@@ -116,7 +117,7 @@ def rows_5_1(datasets):
     rows = []
     for arch, name, flags in ABLATION_MODELS:
         on = set()
-        gates = "attention_gates" in inspect.signature(train.ARCHS[arch]["cls"]).parameters
+        gates = "attention_gates" in inspect.signature(models.ARCHS[arch]["cls"]).parameters
         for key, label, component in ABLATION:
             kept = {c for c in on if c not in DISCARDED[arch]}
             on = kept | ({component} if component else set())
@@ -141,7 +142,7 @@ def rows_5_4(datasets):
         thesis = "kasthuri" if "kasthuri" in name else "lucchi" if "lucchi" in name else ("lucchi", "kasthuri")[i]
         rows = []
         for arch, size, label in MODELS_5_4:
-            filters = train.ARCHS[arch]["filters"]
+            filters = models.ARCHS[arch]["filters"]
             flags = ["--arch", arch, "--filters", str(filters)] + (["--size", size] if size else [])
             rows.append(Row(arch.replace("_", "-") + (f"-{size}" if size else ""), thesis, label, flags,
                             {"iou": evaluate.THESIS_IOU[thesis][(arch, size)],

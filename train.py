@@ -25,7 +25,6 @@ import inspect
 import json
 import math
 import os
-import pickle
 import sys
 import time
 
@@ -41,119 +40,27 @@ import data
 import degrade
 import distributed
 import evaluate
-import unet
-import unetr2d
-import ynetr2d
-
-# ----------------------------------------------------------------------------------------------
-# Models: a literal table instead of a registry. `filters` = the thesis's best initial filters
-# (16 for the U-Net family [34]; 32 for UNETR-2D/YNETR-2D, Table 5.2; 32 for the Attention Y-Net, App. A).
-
-ARCHS = {
-    "unet": {"cls": unet.UNet, "filters": 16, "sized": False},
-    "attention_unet": {"cls": unet.AttentionUNet, "filters": 16, "sized": False},
-    "unetr2d": {"cls": unetr2d.UNETR2D, "filters": 32, "sized": True},
-    "ynetr2d": {"cls": ynetr2d.YNETR2D, "filters": 32, "sized": True},
-    "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False},
-}
-
-def build_model(arch, size="mini", filters=None, **kw):
-    """The network `arch` with the thesis's best settings, overridden by keyword arguments."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    spec = ARCHS[arch]
-    kw = {k: v for k, v in kw.items() if v is not None}
-    kw["filters"] = spec["filters"] if filters is None else filters
-    if spec["sized"]:
-        kw["size"] = size
-    return spec["cls"](**kw)
-
-
-def thesis_key(arch, size, filters):
-    return (arch, size if ARCHS[arch]["sized"] else None, filters)
-
-
-# ----------------------------------------------------------------------------------------------
-# Learning-rate schedules (App. B Table 2), written as formulas of the step so they can be checked.
-
-def cosine_lr(step, total_steps, base_lr):
-    """Cosine decay to 0 over all steps [69]: lr_t = lr * (1 + cos(pi t / T)) / 2."""
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-def one_cycle_lr(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
-    """One-cycle policy [67]: cosine warm-up from max_lr/25 to max_lr over 30% of the steps, then
-    cosine annealing to max_lr/(25*1e4) (the constants of torch's OneCycleLR)."""
-    start, end = max_lr / div_factor, max_lr / (div_factor * final_div_factor)
-    warm = float(pct_start * total_steps) - 1
-    if step <= warm:
-        lo, hi, frac = start, max_lr, step / warm
-    else:
-        lo, hi, frac = max_lr, end, (step - warm) / (total_steps - 1 - warm)
-    return hi + (lo - hi) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
-
-
-class Scheduler:
-    """Sets the optimiser's learning rate: per step (cosine, one-cycle) or per epoch (plateau).
-
-    Plateau follows Keras ReduceLROnPlateau as used in App. B: factor 0.5 after `patience` epochs
-    without improvement of the validation loss, never below lr/10.
-    """
-
-    def __init__(self, optimizer, kind, base_lr, total_steps, patience=10, factor=0.5):
-        self.optimizer, self.kind, self.base_lr, self.total_steps = optimizer, kind, base_lr, max(total_steps, 2)
-        self.patience, self.factor, self.min_lr = patience, factor, base_lr / 10
-        self.step_count, self.lr, self.best, self.bad = 0, base_lr, math.inf, 0
-        self._apply(self._lr_at(0))
-
-    def _lr_at(self, step):
-        if self.kind == "cosine":
-            return cosine_lr(step, self.total_steps, self.base_lr)
-        if self.kind == "onecycle":
-            return one_cycle_lr(step, self.total_steps, self.base_lr)
-        return self.lr
-
-    def _apply(self, lr):
-        self.lr = lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def step(self):
-        self.step_count += 1
-        self._apply(self._lr_at(self.step_count))
-
-    def epoch_end(self, val_loss):
-        if self.kind != "plateau":
-            return
-        if val_loss < self.best - 1e-4:  # Keras min_delta
-            self.best, self.bad = val_loss, 0
-        else:
-            self.bad += 1
-            if self.bad >= self.patience:
-                self._apply(max(self.lr * self.factor, self.min_lr))
-                self.bad = 0
-
-    def state_dict(self):
-        return {k: getattr(self, k) for k in ("step_count", "lr", "best", "bad")}
-
-    def load_state_dict(self, state):
-        self.__dict__.update(state)
-        self._apply(self.lr)
-
+import models
+import schedules
 
 # ----------------------------------------------------------------------------------------------
 # Settings. The thesis protocol (§4.3.2, App. B) for real data; a lighter preset for the demo.
 
 PROTOCOL = {"tile": 256, "epochs": 360, "patience": 60, "batch_size": 6, "lr": 1e-4, "weight_decay": 1e-5,
             "bn_momentum": 0.01}
-# F = 8 halves the cost of a step (convolutions, mostly their backward pass, are ~70% of it) and
-# channels-last saves another 7-20% on a CPU; README "Speed and scale" has the measurements.
+# F = 8 halves the cost of a step (convolutions, mostly their backward pass, are ~70% of it),
+# channels-last saves another 7-20% on a CPU, and one CPU thread beats two at these tensor sizes. For
+# the same number of steps, 48 training images for 30 epochs scored higher than 24 for 60 (0.836 against
+# 0.806): more distinct images, fewer passes. README "Speed and scale" has the measurements.
 DEMO = {"tile": 128, "filters": 8, "batch_size": 4, "lr": 1e-3, "weight_decay": 1e-5, "bn_momentum": 0.1,
-        "channels_last": True, "train_images": 24, "test_images": 8, "image_side": 256}
-# Epochs per arch, so that each demo costs about what 80 epochs of UNETR-2D Mini cost (per step, F = 8:
-# YNETR-2D 1.7x, Attention Y-Net 1.4x, Attention U-Net 1.0x, U-Net 0.85x). The attention-gated CNNs learn
-# slowly in so short a run (README); F = 16 for half the epochs did worse than F = 8.
-DEMO_EPOCHS = {"unetr2d": 80, "ynetr2d": 45, "unet": 80, "attention_unet": 70, "attention_ynet": 50}
+        "channels_last": True, "train_images": 48, "test_images": 8, "image_side": 256, "threads": 1}
+# Epochs per arch, so that each demo costs about what 30 epochs of UNETR-2D Mini cost (per epoch, one
+# thread: YNETR-2D 1.7x, Attention Y-Net with BatchNorm 1.8x, Attention U-Net with BatchNorm 1.4x,
+# U-Net 0.85x).
+DEMO_EPOCHS = {"unetr2d": 30, "ynetr2d": 18, "unet": 35, "attention_unet": 22, "attention_ynet": 17}
+# Without BatchNorm the attention-gated CNNs predict no mitochondria for their first 10-15 epochs and
+# end a short run far behind (README); with it they learn as fast as the others.
+DEMO_BATCH_NORM = ("attention_unet", "attention_ynet")
 # The data pipeline of §4.3.1-4.3.2 (any-angle bilinear rotation, fixed tiles, 10% held out), used by
 # --data and the demo unless PROTOCOL or DEMO names other values; README "Augmentation ablation" says why.
 THESIS_DATA = {"rotation": "any", "sampling": "tiles", "val_fraction": 0.1}
@@ -188,10 +95,10 @@ def model_kwargs(args):
           "dropout": (args.dropout[0] if len(args.dropout) == 1 else tuple(args.dropout)) if args.dropout else None,
           "init": args.init if args.init in ("glorot_uniform", "he_normal") else None,
           "fused_attention": getattr(args, "fused_attention", None)}
-    if ARCHS[args.arch]["sized"]:
+    if models.ARCHS[args.arch]["sized"]:
         kw["img_size"] = args.tile
     kw = {k: v for k, v in kw.items() if v is not None}
-    cls = ARCHS[args.arch]["cls"]
+    cls = models.ARCHS[args.arch]["cls"]
     accepted = set(inspect.signature(cls).parameters)
     if "kwargs" in accepted:  # AttentionUNet(**kwargs) passes everything on to UNet
         accepted |= set(inspect.signature(cls.__mro__[1]).parameters)
@@ -239,15 +146,6 @@ def load_datasets(args):
     train_idx, val_idx = data.split_validation(len(tiles_x), fraction, seed=args.seed)
     return {"train": (tiles_x[train_idx], pick(tiles_y, train_idx)), "val": (tiles_x[val_idx], pick(tiles_y, val_idx)),
             "test": test}
-
-
-def make_optimizer(name, params, lr, weight_decay):
-    """App. B: SGD (momentum 0.99), Adam, AdamW (decoupled weight decay [57])."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.99)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def dice_loss(logits, target, eps=1.0):
@@ -334,99 +232,10 @@ def validate(model, loader, args, device, shared=False):
 
 
 # ----------------------------------------------------------------------------------------------
-# What a run keeps: checkpoints (atomic), log.csv, curves.png, prediction overlays, results.json.
-
-def save_atomic(obj, path):
-    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
-    tmp = f"{path}.tmp"
-    if path.endswith(".json"):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
-
+# What a run keeps: checkpoints (atomic, models.py), log.csv, curves.png, prediction overlays, results.json.
 
 def model_config(args):
     return {"arch": args.arch, "size": args.size, "filters": args.filters, "model_kwargs": model_kwargs(args)}
-
-
-CONFIG_KEYS = ("arch", "size", "filters", "model_kwargs")
-
-
-def rebuild(checkpoint, name="checkpoint"):
-    """The model a checkpoint describes (its `config`), with the checkpoint's weights loaded.
-
-    Refuses, as a RunError naming `name`, a config that builds no model or weights that do not fit it.
-    """
-    cfg = checkpoint["config"]
-    try:
-        model = build_model(cfg["arch"], cfg["size"], cfg["filters"], **cfg["model_kwargs"])
-    except (ValueError, TypeError) as exc:
-        raise RunError(f"{name}: its config does not describe a model of this project ({exc})") from None
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise RunError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config ({first}); "
-                       "the file is damaged or was edited") from None
-    if checkpoint.get("args", {}).get("channels_last"):  # the run's layout, so its evaluation is reproduced exactly
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def load_checkpoint(path, flag, keys=("model", "config", "args")):
-    """A checkpoint written by train.py, loaded as data only (weights_only=True: tensors, numbers,
-    strings, lists and dicts), so a downloaded file cannot run code. Anything else is a RunError
-    with one line naming the file and what is wrong."""
-    name = f"{flag} {path}"
-    if not os.path.isfile(path):
-        raise RunError(f"{name}: no such file; pass the best.pt or last.pt of an earlier run")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "global" not in str(exc).lower():  # not a pickle at all, or a damaged one
-            raise RunError(f"{name}: not a checkpoint written by train.py (unreadable); "
-                           "pass the best.pt or last.pt of an earlier run") from None
-        raise RunError(f"{name}: refused, the file holds Python objects other than tensors, numbers, strings, "
-                       "lists and dicts (loading it could run code); use a checkpoint written by train.py") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise RunError(f"{name}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
-                       "pass the best.pt or last.pt of an earlier run") from None
-    if not isinstance(ckpt, dict):
-        raise RunError(f"{name}: not a checkpoint written by train.py (a {type(ckpt).__name__}, not a dict)")
-    missing = [k for k in keys if k not in ckpt]
-    missing += [f"config.{k}" for k in CONFIG_KEYS if "config" in keys and "config" not in missing
-                and (not isinstance(ckpt["config"], dict) or k not in ckpt["config"])]
-    if missing:
-        raise RunError(f"{name}: not a checkpoint written by train.py (no {', '.join(missing)} inside)")
-    if "model" in keys and not (isinstance(ckpt["model"], dict)
-                                and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
-        raise RunError(f"{name}: its 'model' entry is not a table of tensors; the file is damaged or was edited")
-    return ckpt
-
-
-def load_matching(model, path):
-    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match.
-
-    Returns (loaded, fresh): the names copied and the names left as initialised (a different
-    output head, another input size's position embedding, a layer the source lacks).
-    """
-    source = load_checkpoint(path, "--init", keys=("model",))["model"]
-    own = model.state_dict()
-    loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
-    own.update({k: source[k] for k in loaded})
-    model.load_state_dict(own)
-    return loaded, [k for k in own if k not in loaded]
-
-
-def module_names(keys):
-    """'encoder.blocks.0.attn.q_proj.weight' -> 'encoder.blocks', grouped in first-seen order."""
-    groups = {}
-    for key in keys:
-        parts = key.split(".")
-        groups[".".join(parts[:2]) if len(parts) > 2 else parts[0]] = True
-    return ", ".join(groups)
 
 
 def evaluate_run(model, args, datasets, device):
@@ -466,14 +275,14 @@ def fit(model, train_ds, val_ds, args, device, out, label=""):
     val_loader = torch.utils.data.DataLoader(distributed.shard(val_ds), batch_size=args.batch_size, num_workers=args.workers)
     steps_per_epoch = math.ceil(math.ceil(len(train_ds) / world_size) / (args.batch_size // world_size))
     trainable = [p for p in model.parameters() if p.requires_grad]  # adapt.py freezes the encoder
-    optimizer = make_optimizer(args.optimizer, trainable, args.lr, args.weight_decay)
-    scheduler = Scheduler(optimizer, args.scheduler, args.lr, args.epochs * steps_per_epoch)
+    optimizer = schedules.make_optimizer(args.optimizer, trainable, args.lr, args.weight_decay)
+    scheduler = schedules.Scheduler(optimizer, args.scheduler, args.lr, args.epochs * steps_per_epoch)
     state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0,
              "stopped": False}
     last_path, best_path = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
 
     if args.resume:
-        ckpt = load_checkpoint(last_path, "--resume")
+        ckpt = models.load_checkpoint(last_path, "--resume")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -492,11 +301,11 @@ def fit(model, train_ds, val_ds, args, device, out, label=""):
         if with_training_state:
             obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state(),
                        cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None)
-        save_atomic(obj, path)
+        models.save_atomic(obj, path)
 
     if not os.path.exists(last_path):
         checkpoint(last_path, True)
-    name = label or f"{args.arch} {args.size if ARCHS[args.arch]['sized'] else ''} F={args.filters}"
+    name = label or f"{args.arch} {args.size if models.ARCHS[args.arch]['sized'] else ''} F={args.filters}"
     print(f"{name}: {evaluate.count_parameters(model)[0]:,} parameters; {len(train_ds)} training / {len(val_ds)} "
           f"validation tiles of {args.tile}px on {device}")
     log_path = os.path.join(out, "log.csv")
@@ -551,7 +360,7 @@ def fit(model, train_ds, val_ds, args, device, out, label=""):
     if not os.path.exists(best_path):  # no epoch ran (e.g. --epochs 0): the starting weights are the best
         checkpoint(best_path, False)
     # Early stopping restores the best weights (§4.3.2) before the test evaluation.
-    model.load_state_dict(load_checkpoint(best_path, "best.pt", keys=("model",))["model"])
+    model.load_state_dict(models.load_checkpoint(best_path, "best.pt", keys=("model",))["model"])
     evaluate.draw_curves(state["history"] or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan,
                                       "val_iou_f": math.nan}], os.path.join(out, "curves.png"), args.pretext)
     return state
@@ -568,7 +377,7 @@ def train_run(args, device, out):
     torch.manual_seed(args.seed)  # weights and dropout; data order and augmentation have their own seeds
     datasets = load_datasets(args)
     try:
-        model = build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
+        model = models.build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
     except ValueError as exc:  # e.g. a dropout list of the wrong length
         raise RunError(f"model settings: {exc}") from None
     for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
@@ -588,8 +397,8 @@ def train_run(args, device, out):
         raise RunError(f"{args.data or 'the demo data'} gives {len(datasets['train'][0])} training {unit}; at least 2 "
                        "are needed (some go to validation): add slices, use a smaller --tile or --val-fraction 0")
     if not args.resume and args.init_checkpoint:
-        loaded, fresh = load_matching(model, args.init_checkpoint)
-        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors ({module_names(loaded)})"
+        loaded, fresh = models.load_matching(model, args.init_checkpoint)
+        print(f"--init {args.init_checkpoint}: loaded {len(loaded)} tensors ({models.module_names(loaded)})"
               + (f"; kept as initialised: {', '.join(fresh)}" if fresh else "; every tensor matched"))
     state = fit(model, train_ds, val_ds, args, device, out)
     if state is None:  # another rank under torchrun: evaluation, pictures and results are rank 0's
@@ -598,21 +407,21 @@ def train_run(args, device, out):
     if probs is not None:
         for i in range(min(3, len(probs))):
             evaluate.save_overlay(datasets["test"][0][i], probs[i], datasets["test"][1][i], os.path.join(out, f"pred_{i}.png"))
-    results = {"arch": args.arch, "size": args.size if ARCHS[args.arch]["sized"] else None, "filters": args.filters,
+    results = {"arch": args.arch, "size": args.size if models.ARCHS[args.arch]["sized"] else None, "filters": args.filters,
                "params": params, "params_with_bn_statistics": params_keras,
-               "thesis_params_millions": evaluate.THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters)),
+               "thesis_params_millions": evaluate.THESIS_PARAMS.get(models.thesis_key(args.arch, args.size, args.filters)),
                "task": "pretext" if args.pretext else "segmentation", "epochs_run": state["epoch"],
                "best_epoch": state["best_epoch"], "train_seconds": round(state["train_seconds"], 2),
                "val_loss_before": finite_or_none(state.get("val_loss_before")),
                "best_val_loss": finite_or_none(state["best_val"]), **metrics,
                **inference_numbers(model, args, device), "device": str(device), "args": vars(args)}
-    save_atomic(results, os.path.join(out, "results.json"))
+    models.save_atomic(results, os.path.join(out, "results.json"))
     return results
 
 
 def inference_numbers(model, args, device):
     """Inference time per patch: 256x256 as Tables 5.2/5.4 (a transformer: its own input side)."""
-    side = args.tile if ARCHS[args.arch]["sized"] else 256
+    side = args.tile if models.ARCHS[args.arch]["sized"] else 256
     mean, std = evaluate.time_inference(model, device, side=side, amp=args.amp)
     return {"inference_ms_per_patch": mean, "inference_ms_std": std, "inference_patch": side}
 
@@ -632,7 +441,7 @@ def positive(kind, minimum=1):
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Train and evaluate U-Net / UNETR-2D / YNETR-2D for mitochondria "
                                 "segmentation (thesis §4.3). Without --data: a demo on built-in synthetic EM data.")
-    p.add_argument("--arch", choices=list(ARCHS), default="unetr2d", help="network (Tables 5.1-5.4, App. A)")
+    p.add_argument("--arch", choices=list(models.ARCHS), default="unetr2d", help="network (Tables 5.1-5.4, App. A)")
     p.add_argument("--size", choices=["mini", "small", "base"], default="mini", help="transformer size (Table 5.3)")
     p.add_argument("--filters", type=int, help="initial filters F (default: 16 U-Net family, 32 others; Table 5.2)")
     p.add_argument("--data", help="folder with train/x, train/y, test/x, test/y (Lucchi++ / Kasthuri++ layout)")
@@ -696,13 +505,15 @@ def parse_args(argv):
     preset = {**DEMO, "epochs": DEMO_EPOCHS[args.arch]} if demo else PROTOCOL
     if args.patience is None and demo:
         args.patience = args.epochs or preset["epochs"]  # the demo is too short to stop early
+    if args.batch_norm is None and demo and args.arch in DEMO_BATCH_NORM:
+        args.batch_norm = True
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     for key, value in THESIS_DATA.items():  # what a preset leaves open is the thesis's pipeline
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.filters = ARCHS[args.arch]["filters"] if args.filters is None else args.filters
+    args.filters = models.ARCHS[args.arch]["filters"] if args.filters is None else args.filters
     args.channels_last = bool(args.channels_last)
     args.pretext = [n.strip() for n in args.pretext.split(",")] if args.pretext else None
     args.init_checkpoint = None
@@ -732,12 +543,12 @@ def parse_args(argv):
 def summary(args):
     """Parameter count at the thesis's 256x256 input (the position embedding depends on it)."""
     kw = model_kwargs(args)
-    if ARCHS[args.arch]["sized"]:
+    if models.ARCHS[args.arch]["sized"]:
         kw["img_size"] = 256
-    model = build_model(args.arch, args.size, args.filters, **kw)
+    model = models.build_model(args.arch, args.size, args.filters, **kw)
     params, keras = evaluate.count_parameters(model)
-    thesis = evaluate.THESIS_PARAMS.get(thesis_key(args.arch, args.size, args.filters))
-    name = f"{args.arch}" + (f" {args.size}" if ARCHS[args.arch]["sized"] else "") + f" F={args.filters}"
+    thesis = evaluate.THESIS_PARAMS.get(models.thesis_key(args.arch, args.size, args.filters))
+    name = f"{args.arch}" + (f" {args.size}" if models.ARCHS[args.arch]["sized"] else "") + f" F={args.filters}"
     print(f"{name}: {params:,} trainable parameters ({keras:,} with BatchNorm running statistics)")
     if thesis:
         print(f"thesis: {thesis}M (Tables 5.2/5.4); ours {params / 1e6:.3g}M, {100 * (params / 1e6 / thesis - 1):+.2f}%")
@@ -757,7 +568,7 @@ RESUME_FLAGS = {"--out", "--resume", "--device", "--workers", "--threads", "--pr
 def prepare_out(args, argv):
     """The run folder. A new run needs a missing or empty folder (nothing a user has is overwritten);
     --resume reloads the run's own arguments from its args.json."""
-    out = args.out or os.path.join("runs", f"{args.arch}-{args.size if ARCHS[args.arch]['sized'] else 'cnn'}-"
+    out = args.out or os.path.join("runs", f"{args.arch}-{args.size if models.ARCHS[args.arch]['sized'] else 'cnn'}-"
                                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     saved_path = os.path.join(out, "args.json")
     if args.resume:
@@ -774,14 +585,14 @@ def prepare_out(args, argv):
         raise RunError(f"--out {out} already exists and is not empty; choose a new folder, "
                        "or add --resume to continue the run in it")
     os.makedirs(out, exist_ok=True)
-    save_atomic(vars(args), saved_path)
+    models.save_atomic(vars(args), saved_path)
     return out, args
 
 
 def eval_only(args, device):
     """Re-evaluate a checkpoint on its run's test split, or on `--data` (App. A, Table 1)."""
-    ckpt = load_checkpoint(args.eval_only, "--eval-only")
-    model = rebuild(ckpt, f"--eval-only {args.eval_only}").to(device)
+    ckpt = models.load_checkpoint(args.eval_only, "--eval-only")
+    model = models.rebuild(ckpt, f"--eval-only {args.eval_only}").to(device)
     out = prepare_out(argparse.Namespace(**{**vars(args), "resume": False}), [])[0] if args.out else None
     saved = argparse.Namespace(**ckpt["args"])
     saved.data = args.data or saved.data
@@ -793,18 +604,19 @@ def eval_only(args, device):
                    data=saved.data, device=str(device), **inference_numbers(model, saved, device))
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_slice"}, indent=2))
     if out:
-        save_atomic(metrics, os.path.join(out, "eval.json"))
+        models.save_atomic(metrics, os.path.join(out, "eval.json"))
     return metrics
 
 
 def cli(run, argv=None):
-    """A program's entry point: run(argv). A mistake in the user's input (RunError, data.DataError)
-    becomes one line on stderr and exit code 2, Ctrl-C exit code 130; neither prints a traceback.
+    """A program's entry point: run(argv). A mistake in the user's input (RunError, data.DataError,
+    models.CheckpointError) becomes one line on stderr and exit code 2, Ctrl-C exit code 130; neither
+    prints a traceback.
     train.py, predict.py, adapt.py and reproduce.py all start here."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)
-    except (data.DataError, RunError) as exc:
+    except (data.DataError, models.CheckpointError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -848,6 +660,7 @@ def run_command(argv):
             print(f"demo preset: {args.train_images} train / {args.test_images} test synthetic images of "
                   f"{args.image_side}px, F={args.filters}, tiles {args.tile}, {args.epochs} epochs, batch "
                   f"{args.batch_size}, lr {args.lr}, BatchNorm momentum {args.bn_momentum}"
+                  + (" (BatchNorm on)" if args.batch_norm and args.arch in DEMO_BATCH_NORM else "")
                   + (", channels-last" if args.channels_last else "")
                   + (f", {args.threads} CPU thread{'s' if args.threads > 1 else ''}" if args.threads and device.type == "cpu" else "")
                   + " (the thesis protocol runs with --data DIR)")
@@ -883,13 +696,13 @@ def report(args, runs, out):
     print(line)
     name = os.path.basename(os.path.normpath(args.data or "")).lower()
     for dataset, table in evaluate.THESIS_IOU.items():
-        thesis = table.get((args.arch, args.size if ARCHS[args.arch]["sized"] else None))
+        thesis = table.get((args.arch, args.size if models.ARCHS[args.arch]["sized"] else None))
         if dataset in name and thesis and not args.pretext:
             print(f"thesis (Table 5.4, {dataset}): IoU_F {thesis}")
     print(f"inference {runs[0]['inference_ms_per_patch']:.2f} ± {runs[0]['inference_ms_std']:.2f} ms per "
           f"{runs[0]['inference_patch']}x{runs[0]['inference_patch']} patch on {runs[0]['device']}; outputs in {out}")
     if len(runs) > 1:
-        save_atomic({key: values.tolist(), "mean": float(values.mean()), "std": float(values.std()),
+        models.save_atomic({key: values.tolist(), "mean": float(values.mean()), "std": float(values.std()),
                      "args": vars(args)}, os.path.join(out, "summary.json"))
     if not args.data:
         print("real data: python train.py --data DIR  (DIR/train/x, train/y, test/x, test/y; Lucchi++ / Kasthuri++)")

@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+import models
+import schedules
 import train
 
 TINY = ["--arch", "unet", "--filters", "4", "--tile", "32", "--image-side", "64", "--train-images", "4",
@@ -31,7 +33,7 @@ def _torch_lrs(make_sched, steps, lr):
 
 def _our_lrs(kind, steps, lr):
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = train.Scheduler(opt, kind, lr, steps)
+    sched = schedules.Scheduler(opt, kind, lr, steps)
     lrs = []
     for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
@@ -46,7 +48,7 @@ def test_cosine_schedule_follows_formula_and_torch():
     ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps, eta_min=0), steps, lr)
     np.testing.assert_allclose(ours, formula, rtol=1e-12)
     np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-15)
-    assert ours[0] == lr and train.cosine_lr(steps, steps, lr) == 0.0
+    assert ours[0] == lr and schedules.cosine_lr(steps, steps, lr) == 0.0
 
 
 def test_one_cycle_schedule_equals_torch_onecycle():
@@ -59,7 +61,7 @@ def test_one_cycle_schedule_equals_torch_onecycle():
 
 def test_plateau_halves_after_patience_and_stops_at_a_tenth():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = train.Scheduler(opt, "plateau", 1.0, 100, patience=2)
+    sched = schedules.Scheduler(opt, "plateau", 1.0, 100, patience=2)
     seen = []
     for loss in [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]:
         sched.step()                          # per-step calls must not change a plateau schedule
@@ -96,7 +98,7 @@ def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys
         assert os.path.isfile(os.path.join(out, name)), name
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["epochs_run"] == 3 and len(_losses(out)) == 3 and results["best_epoch"] == 2
-    assert results["params"] == sum(p.numel() for p in train.build_model("unet", filters=4).parameters())
+    assert results["params"] == sum(p.numel() for p in models.build_model("unet", filters=4).parameters())
     assert Image.open(os.path.join(out, "pred_0.png")).size == (64, 64)
     capsys.readouterr()
     metrics = train.main(["--eval-only", os.path.join(out, "best.pt"), "--device", "cpu",
@@ -311,7 +313,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path, capsy
 
 def test_build_model_rejects_unknown_arch_and_flags(capsys):
     with pytest.raises(ValueError, match="unet"):
-        train.build_model("vnet")
+        models.build_model("vnet")
     with pytest.raises(SystemExit):
         train.main(["--arch", "unetr2d", "--attention-gates", "--summary"])
     assert "does not apply" in capsys.readouterr().err
@@ -363,3 +365,33 @@ def test_data_pipeline_flags_default_to_the_thesis_and_refuse_bad_values(tmp_pat
     if expected:
         err = capsys.readouterr().err
         assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_runs_on_one_thread_threads_flag_overrides_and_the_caller_keeps_its_own(tmp_path, monkeypatch):
+    seen, original = [], train.train_one_epoch
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return original(*a, **k)
+
+    monkeypatch.setattr(train, "train_one_epoch", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        _run(tmp_path, "demo", "--epochs", "1")  # the demo preset: one thread
+        assert seen == [1] and torch.get_num_threads() == 3
+        _run(tmp_path, "two", "--epochs", "1", "--threads", "2")
+        assert seen[-1] == 2 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_demo_turns_batchnorm_on_for_the_attention_gated_cnns_only():
+    for arch in models.ARCHS:
+        args = train.parse_args(["--arch", arch])
+        assert bool(args.batch_norm) == (arch in ("attention_unet", "attention_ynet")), arch
+    assert train.parse_args(["--arch", "attention_unet", "--data", "DIR"]).batch_norm is None  # the thesis: none
+    assert train.parse_args(["--arch", "attention_unet", "--no-batch-norm"]).batch_norm is False
+    args = train.parse_args(["--arch", "attention_ynet"])
+    model = models.build_model(args.arch, filters=4, **train.model_kwargs(args))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

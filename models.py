@@ -1,0 +1,143 @@
+"""The thesis's networks by name, and the checkpoints that save and rebuild them.
+
+Thesis: Tables 5.1-5.4 (U-Net, Attention U-Net, UNETR-2D, YNETR-2D and their sizes), App. A (the
+Attention Y-Net), §3.3 (starting from another run's weights: `load_matching`).
+
+A checkpoint is a dict of plain data: "model" (the state_dict), "config" (arch, size, filters and
+model_kwargs: enough to build the network again), "args" (the run's settings) and, in last.pt,
+"state" (optimiser, schedule and random states for --resume). It is read with
+torch.load(weights_only=True), so a file from elsewhere can hold only tensors, numbers, strings,
+lists and dicts, never code.
+"""
+import json
+import os
+import pickle
+
+import torch
+
+import unet
+import unetr2d
+import ynetr2d
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable, unsafe or does not fit: one line, exit code 2."""
+
+
+# A literal table instead of a registry. `filters` = the thesis's best initial filters
+# (16 for the U-Net family [34]; 32 for UNETR-2D/YNETR-2D, Table 5.2; 32 for the Attention Y-Net, App. A).
+
+ARCHS = {
+    "unet": {"cls": unet.UNet, "filters": 16, "sized": False},
+    "attention_unet": {"cls": unet.AttentionUNet, "filters": 16, "sized": False},
+    "unetr2d": {"cls": unetr2d.UNETR2D, "filters": 32, "sized": True},
+    "ynetr2d": {"cls": ynetr2d.YNETR2D, "filters": 32, "sized": True},
+    "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False},
+}
+
+def build_model(arch, size="mini", filters=None, **kw):
+    """The network `arch` with the thesis's best settings, overridden by keyword arguments."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    kw = {k: v for k, v in kw.items() if v is not None}
+    kw["filters"] = spec["filters"] if filters is None else filters
+    if spec["sized"]:
+        kw["size"] = size
+    return spec["cls"](**kw)
+
+
+def thesis_key(arch, size, filters):
+    return (arch, size if ARCHS[arch]["sized"] else None, filters)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: written atomically, read as data only.
+
+def save_atomic(obj, path):
+    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp"
+    if path.endswith(".json"):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+CONFIG_KEYS = ("arch", "size", "filters", "model_kwargs")
+
+
+def rebuild(checkpoint, name="checkpoint"):
+    """The model a checkpoint describes (its `config`), with the checkpoint's weights loaded.
+
+    Refuses, as a CheckpointError naming `name`, a config that builds no model or weights that do not fit it.
+    """
+    cfg = checkpoint["config"]
+    try:
+        model = build_model(cfg["arch"], cfg["size"], cfg["filters"], **cfg["model_kwargs"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{name}: its config does not describe a model of this project ({exc})") from None
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config ({first}); "
+                       "the file is damaged or was edited") from None
+    if checkpoint.get("args", {}).get("channels_last"):  # the run's layout, so its evaluation is reproduced exactly
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_checkpoint(path, flag, keys=("model", "config", "args")):
+    """A checkpoint written by train.py, loaded as data only (weights_only=True: tensors, numbers,
+    strings, lists and dicts), so a downloaded file cannot run code. Anything else is a CheckpointError
+    with one line naming the file and what is wrong."""
+    name = f"{flag} {path}"
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{name}: no such file; pass the best.pt or last.pt of an earlier run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not a pickle at all, or a damaged one
+            raise CheckpointError(f"{name}: not a checkpoint written by train.py (unreadable); "
+                           "pass the best.pt or last.pt of an earlier run") from None
+        raise CheckpointError(f"{name}: refused, the file holds Python objects other than tensors, numbers, strings, "
+                       "lists and dicts (loading it could run code); use a checkpoint written by train.py") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise CheckpointError(f"{name}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
+                       "pass the best.pt or last.pt of an earlier run") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{name}: not a checkpoint written by train.py (a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in keys if k not in ckpt]
+    missing += [f"config.{k}" for k in CONFIG_KEYS if "config" in keys and "config" not in missing
+                and (not isinstance(ckpt["config"], dict) or k not in ckpt["config"])]
+    if missing:
+        raise CheckpointError(f"{name}: not a checkpoint written by train.py (no {', '.join(missing)} inside)")
+    if "model" in keys and not (isinstance(ckpt["model"], dict)
+                                and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
+        raise CheckpointError(f"{name}: its 'model' entry is not a table of tensors; the file is damaged or was edited")
+    return ckpt
+
+
+def load_matching(model, path):
+    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match.
+
+    Returns (loaded, fresh): the names copied and the names left as initialised (a different
+    output head, another input size's position embedding, a layer the source lacks).
+    """
+    source = load_checkpoint(path, "--init", keys=("model",))["model"]
+    own = model.state_dict()
+    loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
+    own.update({k: source[k] for k in loaded})
+    model.load_state_dict(own)
+    return loaded, [k for k in own if k not in loaded]
+
+
+def module_names(keys):
+    """'encoder.blocks.0.attn.q_proj.weight' -> 'encoder.blocks', grouped in first-seen order."""
+    groups = {}
+    for key in keys:
+        parts = key.split(".")
+        groups[".".join(parts[:2]) if len(parts) > 2 else parts[0]] = True
+    return ", ".join(groups)

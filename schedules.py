@@ -1,0 +1,83 @@
+"""Optimisers and learning-rate schedules of the thesis's hyperparameter search (App. B, Table 2).
+
+The schedules are written as formulas of the step, so that a test can set them beside torch's own
+(CosineAnnealingLR, OneCycleLR) and Keras's ReduceLROnPlateau. §4.3.2: the best runs used AdamW with
+cosine decay per step.
+"""
+import math
+
+import torch
+
+
+def cosine_lr(step, total_steps, base_lr):
+    """Cosine decay to 0 over all steps [69]: lr_t = lr * (1 + cos(pi t / T)) / 2."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def one_cycle_lr(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    """One-cycle policy [67]: cosine warm-up from max_lr/25 to max_lr over 30% of the steps, then
+    cosine annealing to max_lr/(25*1e4) (the constants of torch's OneCycleLR)."""
+    start, end = max_lr / div_factor, max_lr / (div_factor * final_div_factor)
+    warm = float(pct_start * total_steps) - 1
+    if step <= warm:
+        lo, hi, frac = start, max_lr, step / warm
+    else:
+        lo, hi, frac = max_lr, end, (step - warm) / (total_steps - 1 - warm)
+    return hi + (lo - hi) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+
+class Scheduler:
+    """Sets the optimiser's learning rate: per step (cosine, one-cycle) or per epoch (plateau).
+
+    Plateau follows Keras ReduceLROnPlateau as used in App. B: factor 0.5 after `patience` epochs
+    without improvement of the validation loss, never below lr/10.
+    """
+
+    def __init__(self, optimizer, kind, base_lr, total_steps, patience=10, factor=0.5):
+        self.optimizer, self.kind, self.base_lr, self.total_steps = optimizer, kind, base_lr, max(total_steps, 2)
+        self.patience, self.factor, self.min_lr = patience, factor, base_lr / 10
+        self.step_count, self.lr, self.best, self.bad = 0, base_lr, math.inf, 0
+        self._apply(self._lr_at(0))
+
+    def _lr_at(self, step):
+        if self.kind == "cosine":
+            return cosine_lr(step, self.total_steps, self.base_lr)
+        if self.kind == "onecycle":
+            return one_cycle_lr(step, self.total_steps, self.base_lr)
+        return self.lr
+
+    def _apply(self, lr):
+        self.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self):
+        self.step_count += 1
+        self._apply(self._lr_at(self.step_count))
+
+    def epoch_end(self, val_loss):
+        if self.kind != "plateau":
+            return
+        if val_loss < self.best - 1e-4:  # Keras min_delta
+            self.best, self.bad = val_loss, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                self._apply(max(self.lr * self.factor, self.min_lr))
+                self.bad = 0
+
+    def state_dict(self):
+        return {k: getattr(self, k) for k in ("step_count", "lr", "best", "bad")}
+
+    def load_state_dict(self, state):
+        self.__dict__.update(state)
+        self._apply(self.lr)
+
+
+def make_optimizer(name, params, lr, weight_decay):
+    """App. B: SGD (momentum 0.99), Adam, AdamW (decoupled weight decay [57])."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.99)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
