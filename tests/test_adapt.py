@@ -3,9 +3,9 @@ what it should (stage 2 lowers the reconstruction loss, stage 3 leaves the encod
 unchanged), target masks are never needed for training, the preprocessing reaches the model's input,
 and Table A.1's thesis column is the thesis's."""
 import argparse
-import csv
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from PIL import Image
 import adapt
 import data
 import degrade
+import models
 import train
 import unet
 
@@ -60,7 +61,8 @@ def test_unlabelled_samples_add_no_bce_and_no_segmentation_gradient():
     assert any(p.grad is not None and p.grad.any() for p in model.recon_head.parameters())
 
 
-def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_path, monkeypatch):
+@pytest.mark.parametrize("norm", [[], ["--batch-norm", "--bn-momentum", "0.1"]], ids=["thesis", "batchnorm"])
+def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_path, monkeypatch, norm):
     source, target = domains
     snapshots = {}
     original_fit = train.fit
@@ -73,20 +75,25 @@ def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_p
 
     monkeypatch.setattr(train, "fit", spy)
     out = tmp_path / "run"
-    results = adapt.main(["--source", source, "--target", target, "--out", str(out), *TINY])
+    results = adapt.main(["--source", source, "--target", target, "--out", str(out), *TINY, *norm])
     assert 0.0 <= results["test_iou_f"] <= 1.0
     assert sorted(os.listdir(out)) == ["results.json", "stage1-joint", "stage2-reconstruction",
                                        "stage3-segmentation"]
     # stage 2 (alpha = 1): the reconstruction loss falls
     history = snapshots["stage 2 reconstruction"][2]["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    # stage 3: every encoder tensor is bit for bit unchanged, the decoders moved
+    # stage 3: every encoder tensor is bit for bit unchanged (BatchNorm's running statistics too), the
+    # decoders moved
     before, after, _ = snapshots["stage 3 segmentation"]
     encoder = [k for k in before if k.startswith("encoder.")]
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any("running_mean" in k for k in encoder) == bool(norm)
+    if norm:  # stage 2 did update them, so an unfrozen BatchNorm would have shown up above
+        before2, after2, _ = snapshots["stage 2 reconstruction"]
+        assert any(not torch.equal(before2[k], after2[k]) for k in encoder if "running_mean" in k)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     # the final checkpoint remembers its histogram matching, so prediction applies it too
-    ckpt = train.load_checkpoint(str(out / "stage3-segmentation" / "best.pt"), "test")
+    ckpt = models.load_checkpoint(str(out / "stage3-segmentation" / "best.pt"), "test")
     assert ckpt["args"]["preprocess"] == "hist_match" and len(ckpt["args"]["target_hist"]) == 256
 
 
@@ -105,14 +112,14 @@ def test_a_target_without_masks_trains_end_to_end_and_resume_reuses_stages(domai
 def test_hist_match_reaches_the_tensors_the_model_sees(domains, tmp_path, monkeypatch):
     source, target = domains
     seen = []
-    build = train.build_model
+    build = models.build_model
 
     def build_and_watch(*a, **k):
         model = build(*a, **k)
         model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
         return model
 
-    monkeypatch.setattr(train, "build_model", build_and_watch)
+    monkeypatch.setattr(models, "build_model", build_and_watch)
     train.main(["--arch", "unet", "--filters", "4", "--data", source, "--tile", "32", "--epochs", "1",
                 "--batch-size", "64", "--no-augment", "--preprocess", "hist_match", "--match-to", target,
                 "--device", "cpu", "--out", str(tmp_path / "run")])
@@ -155,3 +162,47 @@ def test_table_thesis_column_is_the_thesis_table():
         line = next(l for l in text.splitlines() if l.startswith(start) and "±" in l)
         numbers = [n.replace("±", " ± ") for n in re.findall(r"\d\.\d{3}±\d\.\d{3}", line)]
         assert tuple(numbers) == adapt.THESIS_TABLE[key][1:], key
+
+
+def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypatch, capsys):
+    """--jobs 2: one child process per direction (here run in-process by a stand-in for Popen), each
+    computing only its own direction's cells; then the parent assembles the table from the cells."""
+    source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
+    calls, phase = [], ["parent"]
+
+    def cell(row):
+        def fake(src, tgt, seed, out, light, device):
+            calls.append((phase[0], row, os.path.basename(src), light))
+            return 0.5
+        return fake
+
+    monkeypatch.setattr(adapt, "ynet_cell", lambda *a: cell("attention_ynet_hm")(*a))
+    monkeypatch.setattr(adapt, "baseline_cell", lambda row, *a: cell(row)(*a))
+
+    class Child:
+        def __init__(self, argv, stdout, stderr):
+            assert argv[:2] == [sys.executable, os.path.abspath(adapt.__file__)]
+            phase[0] = "child-" + argv[argv.index("--direction") + 1]
+            self.code = 0 if adapt.main(argv[2:]) is not None else 1
+            phase[0] = "parent"
+
+        def wait(self):
+            return self.code
+
+    monkeypatch.setattr(adapt.subprocess, "Popen", Child)
+    adapt.main(["--table", "--light", "--jobs", "2", "--source", source, "--target", target, "--out", str(tmp_path / "t")])
+    rows = {r for r in adapt.THESIS_TABLE if r != "damt_net"}
+    for who, domain in (("child-0", "a"), ("child-1", "b")):
+        mine = [c for c in calls if c[0] == who]
+        assert {c[1] for c in mine} == rows and {c[2] for c in mine} == {domain} and all(c[3] for c in mine)
+    assert "| 2D Attention Y-Net + HM | 0.668 ± 0.020 | 0.704 ± 0.045 | 0.500 | 0.500 |" in capsys.readouterr().out
+
+    class Failing(Child):
+        def wait(self):
+            return 1
+
+    monkeypatch.setattr(adapt.subprocess, "Popen", Failing)
+    with pytest.raises(SystemExit) as exit_info:
+        adapt.main(["--table", "--light", "--source", source, "--target", target, "--out", str(tmp_path / "u")])
+    assert exit_info.value.code == 2
+    assert "a direction of the table failed; see" in capsys.readouterr().err
