@@ -195,9 +195,7 @@ def run_stages(args, device):
     domains = load_domains(args)
     torch.manual_seed(args.seed)
     model = models.build_model("attention_ynet", filters=args.filters, batch_norm=args.batch_norm).to(device)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = args.bn_momentum
+    models.set_bn_momentum(model, args.bn_momentum)
     for k, (stage, epochs, lr) in enumerate(zip(STAGES, args.stage_epochs, args.stage_lr)):
         out = os.path.join(args.out, f"stage{k + 1}-{stage.name}")
         done = os.path.join(out, "done.json")
@@ -436,7 +434,11 @@ def main(argv=None):
 
 def run_command(argv):
     args = parse_args(argv)
-    return table(args) if args.table else adapt(args)
+    threads = torch.get_num_threads()
+    try:
+        return table(args) if args.table else adapt(args)
+    finally:
+        torch.set_num_threads(threads)  # the light table runs on one thread; a caller in this process keeps its own
 
 
 if __name__ == "__main__":

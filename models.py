@@ -47,6 +47,13 @@ def build_model(arch, size="mini", filters=None, **kw):
     return spec["cls"](**kw)
 
 
+def set_bn_momentum(model, momentum):
+    """Every BatchNorm's running-average update (torch convention: 0.01 = Keras's 0.99, the thesis code's)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = momentum
+
+
 def thesis_key(arch, size, filters):
     return (arch, size if ARCHS[arch]["sized"] else None, filters)
 

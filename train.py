@@ -33,7 +33,6 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import data
@@ -380,9 +379,7 @@ def train_run(args, device, out):
         model = models.build_model(args.arch, args.size, args.filters, **model_kwargs(args)).to(device)
     except ValueError as exc:  # e.g. a dropout list of the wrong length
         raise RunError(f"model settings: {exc}") from None
-    for module in model.modules():  # Keras's 0.99 averaging needs hundreds of steps; the demo has few
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = args.bn_momentum
+    models.set_bn_momentum(model, args.bn_momentum)  # Keras's 0.99 needs hundreds of steps; the demo has few
     if getattr(args, "channels_last", False):  # NHWC weights: the layout the fast convolution kernels prefer
         model = model.to(memory_format=torch.channels_last)
     params, params_keras = evaluate.count_parameters(model)

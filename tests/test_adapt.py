@@ -190,7 +190,14 @@ def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypat
             return self.code
 
     monkeypatch.setattr(adapt.subprocess, "Popen", Child)
-    adapt.main(["--table", "--light", "--jobs", "2", "--source", source, "--target", target, "--out", str(tmp_path / "t")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        adapt.main(["--table", "--light", "--jobs", "2", "--source", source, "--target", target, "--out",
+                    str(tmp_path / "t")])
+        assert torch.get_num_threads() == 3  # the light preset's one thread ends with the table
+    finally:
+        torch.set_num_threads(threads)
     rows = {r for r in adapt.THESIS_TABLE if r != "damt_net"}
     for who, domain in (("child-0", "a"), ("child-1", "b")):
         mine = [c for c in calls if c[0] == who]
