@@ -17,3 +17,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def interrupt_epoch(monkeypatch):
+    """interrupt_epoch(n): the n-th call of train.train_one_epoch from now on raises KeyboardInterrupt,
+    as Ctrl-C during that epoch would. Returns the real train_one_epoch."""
+    import train
+
+    def arm(n):
+        original, calls = train.train_one_epoch, {"n": 0}
+
+        def interrupted(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return original(*a, **k)
+
+        monkeypatch.setattr(train, "train_one_epoch", interrupted)
+        return original
+
+    return arm

@@ -33,7 +33,7 @@ def _curve(out):
                          for r in csv.DictReader(f)])
 
 
-def test_two_processes_train_the_one_process_curve_and_resume_its_run(tmp_path, monkeypatch):
+def test_two_processes_train_the_one_process_curve_and_resume_its_run(tmp_path, interrupt_epoch):
     single, double, split = str(tmp_path / "single"), str(tmp_path / "double"), str(tmp_path / "split")
     train.main(TINY + ["--out", single])
     stdout = _torchrun(*TINY, "--out", double)
@@ -48,15 +48,7 @@ def test_two_processes_train_the_one_process_curve_and_resume_its_run(tmp_path, 
     assert r2["best_val_loss"] == pytest.approx(r1["best_val_loss"], rel=1e-5)
 
     # A one-process run stopped after epoch 2 resumes under torchrun and ends on the same curve.
-    calls, original = {"n": 0}, train.train_one_epoch
-
-    def interrupt_third_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*a, **k)
-
-    monkeypatch.setattr(train, "train_one_epoch", interrupt_third_epoch)
+    interrupt_epoch(3)
     with pytest.raises(SystemExit):
         train.main(TINY + ["--out", split])
     assert len(_curve(split)) == 2

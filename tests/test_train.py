@@ -113,18 +113,9 @@ def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys
     assert any(not torch.equal(best[k], last[k]) for k in best)
 
 
-def test_resume_continues_the_same_curve(tmp_path, monkeypatch):
+def test_resume_continues_the_same_curve(tmp_path, monkeypatch, interrupt_epoch):
     straight = _run(tmp_path, "straight", "--epochs", "3")
-    calls = {"n": 0}
-    original = train.train_one_epoch
-
-    def interrupt_third_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*a, **k)
-
-    monkeypatch.setattr(train, "train_one_epoch", interrupt_third_epoch)
+    original = interrupt_epoch(3)
     with pytest.raises(SystemExit) as exit_info:
         _run(tmp_path, "split", "--epochs", "3")
     assert exit_info.value.code == 130
