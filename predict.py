@@ -265,10 +265,16 @@ def run_command(argv):
     files = [(path, list(train.preprocess(saved, pages))) for path, pages in files]
     device = train.pick_device(args.device)
     model = model.to(device)
-    if args.attention:
-        path, pages = files[0]
-        return attention_figures(args, model, device, pages[0], path)
-    return segment(args, model, device, files)
+    threads = torch.get_num_threads()
+    if getattr(saved, "threads", None):  # the run's CPU threads: its evaluation's rounding, reproduced exactly
+        torch.set_num_threads(saved.threads)
+    try:
+        if args.attention:
+            path, pages = files[0]
+            return attention_figures(args, model, device, pages[0], path)
+        return segment(args, model, device, files)
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

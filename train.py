@@ -593,6 +593,8 @@ def eval_only(args, device):
     out = prepare_out(argparse.Namespace(**{**vars(args), "resume": False}), [])[0] if args.out else None
     saved = argparse.Namespace(**ckpt["args"])
     saved.data = args.data or saved.data
+    if args.threads or getattr(saved, "threads", None):  # the run's threads: its evaluation's rounding exactly
+        torch.set_num_threads(args.threads or saved.threads)  # (run_command restores the caller's)
     saved.amp = args.amp
     datasets = load_datasets(saved)
     metrics, _ = evaluate_run(model, saved, datasets, device)
