@@ -139,11 +139,10 @@ def bench_one(name, arch, size, filters, options, device, big_batch, quick):
     model, net = build(arch, size, filters, options, device)
     params = evaluate.count_parameters(model)[0]
     macs = count_macs(model)
-    loss_args = argparse.Namespace(pretext=None, alpha=0.5, loss="bce")
 
     def step_loss(module, x):
         with evaluate.autocast(amp, device):
-            return train.compute_loss(loss_args, module(x), x, (x > 0.5).float())
+            return train.compute_loss(module(x), x, (x > 0.5).float())
 
     warmup = 5 if cuda else (1 if quick else 2)
     ms, ms_std = evaluate.time_inference(net, device, side=256, amp=amp, warmup=warmup,

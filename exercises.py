@@ -151,10 +151,10 @@ EXERCISES = [
     Exercise(12, "Training losses and the Attention Y-Net loss", "App. A Eq. 1, §4.3.2, §5.3, App. B Table 2",
              (("train.py", "compute_loss"),),
              "One function gives every training objective. A segmentation network: BCE on the logits (§4.3.2), "
-             "plus the Dice loss when args.loss is 'bce_dice' (App. B). A pretext run (args.pretext set): MSE "
+             "plus the Dice loss when loss is 'bce_dice' (App. B). A pretext run (pretext true): MSE "
              "between sigmoid(logits) and the clean image (§5.3). The Attention Y-Net returns (segmentation "
              "logits, reconstruction in [0, 1]): L = alpha * MSE(reconstruction, x) + (1 - alpha) * "
-             "BCE(segmentation, y), alpha = args.alpha (App. A Eq. 1), where a sample whose mask is -1 (an "
+             "BCE(segmentation, y), alpha the keyword argument (App. A Eq. 1), where a sample whose mask is -1 (an "
              "unlabelled target image) has a BCE of 0 and the BCE is averaged over the batch; in a pretext run "
              "only the reconstruction's MSE against y.",
              "F.binary_cross_entropy_with_logits(..., reduction='none') gives per-pixel terms to average per "
@@ -1120,12 +1120,7 @@ def _():
 # ----- exercise 12: the training losses (App. A Eq. 1)
 
 def loss_args(**kw):
-    import train
-    args = train.parse_args(["--summary"])
-    args.pretext, args.loss, args.alpha = None, "bce", 0.5
-    for key, value in kw.items():
-        setattr(args, key, value)
-    return args
+    return {"loss": "bce", "pretext": False, "alpha": 0.5, **kw}
 
 
 def batch(seed=0):
@@ -1146,7 +1141,7 @@ def bce(z, y):  # closed form on probabilities, float64
 def _():
     import train
     z, _, x, y = batch()
-    loss = train.compute_loss(loss_args(), z, x, y)
+    loss = train.compute_loss(z, x, y, **loss_args())
     close(loss, bce(z, y), "loss")
     close(torch.autograd.grad(loss, z)[0], (torch.sigmoid(z) - y) / z.numel(), "gradient w.r.t. the logits")
 
@@ -1157,7 +1152,7 @@ def _():
     z, _, x, y = batch(1)
     p = torch.sigmoid(z)
     want = bce(z, y) + 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-    close(train.compute_loss(loss_args(loss="bce_dice"), z, x, y), want, "loss")
+    close(train.compute_loss(z, x, y, **loss_args(loss="bce_dice")), want, "loss")
 
 
 @behaviour(12, "pretext: MSE between sigmoid(logits) and the clean image (§5.3)")
@@ -1165,7 +1160,7 @@ def _():
     import train
     z, _, x, _ = batch(2)
     clean = torch.rand(2, 1, 4, 4, dtype=torch.float64)
-    close(train.compute_loss(loss_args(pretext=["gaussian_blur"]), z, x, clean),
+    close(train.compute_loss(z, x, clean, **loss_args(pretext=True)),
           ((torch.sigmoid(z) - clean) ** 2).mean(), "loss")
 
 
@@ -1174,7 +1169,7 @@ def _():
     import train
     z, rec, x, y = batch(3)
     for alpha in (0.3, 0.98):
-        close(train.compute_loss(loss_args(alpha=alpha), (z, rec), x, y),
+        close(train.compute_loss((z, rec), x, y, **loss_args(alpha=alpha)),
               alpha * ((rec - x) ** 2).mean() + (1 - alpha) * bce(z, y), f"loss at alpha {alpha}")
 
 
@@ -1183,7 +1178,7 @@ def _():
     import train
     z, rec, x, y = batch(4)
     for alpha, idle in ((1.0, z), (0.0, rec)):
-        loss = train.compute_loss(loss_args(alpha=alpha), (z, rec), x, y)
+        loss = train.compute_loss((z, rec), x, y, **loss_args(alpha=alpha))
         g = torch.autograd.grad(loss, idle, allow_unused=True)[0]
         assert g is None or g.abs().max() == 0, f"alpha {alpha}: the {'segmentation' if idle is z else 'reconstruction'} still gets a gradient"
 
@@ -1193,7 +1188,7 @@ def _():
     import train
     z, rec, x, y = batch(6)
     y[1] = -1.0  # sample 1 has no label (a target-domain image, App. A)
-    loss = train.compute_loss(loss_args(alpha=0.3), (z, rec), x, y)
+    loss = train.compute_loss((z, rec), x, y, **loss_args(alpha=0.3))
     close(loss, 0.3 * ((rec - x) ** 2).mean() + 0.7 * bce(z[:1], y[:1]) / 2, "loss (BCE of sample 0, over 2 samples)")
     grad = torch.autograd.grad(loss, z)[0]
     assert grad[1].abs().max() == 0, "the unlabelled sample sends a gradient to the segmentation"
@@ -1204,7 +1199,7 @@ def _():
     import train
     z, rec, x, _ = batch(5)
     clean = torch.rand(2, 1, 4, 4, dtype=torch.float64)
-    close(train.compute_loss(loss_args(pretext=["cutout"]), (z, rec), x, clean), ((rec - clean) ** 2).mean(), "loss")
+    close(train.compute_loss((z, rec), x, clean, **loss_args(pretext=True)), ((rec - clean) ** 2).mean(), "loss")
 
 
 # ---------------------------------------------------------------- command line

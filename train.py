@@ -153,21 +153,26 @@ def dice_loss(logits, target, eps=1.0):
     return 1.0 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
 
 
-def compute_loss(args, output, x, y):
-    """The training objective. Segmentation: BCE (§4.3.2) or BCE + Dice (App. B). Pretext: MSE between
-    the restored and the clean image (§5.3). Attention Y-Net: alpha*MSE + (1-alpha)*BCE (App. A Eq. 1),
-    where a sample whose mask is -1 ("no label", a target image in adapt.py) has a BCE of 0."""
+def compute_loss(output, x, y, *, loss="bce", pretext=False, alpha=0.5):
+    """The training objective, a pure function of the model's output and the batch.
+
+    Segmentation: BCE on the logits (§4.3.2), plus the Dice loss when `loss` is "bce_dice" (App. B).
+    Pretext (`pretext` true, §5.3): MSE between sigmoid(logits) and the clean image y.
+    Attention Y-Net, whose output is (segmentation logits, reconstruction in [0, 1]): App. A Eq. 1,
+    alpha * MSE(reconstruction, x) + (1 - alpha) * BCE(segmentation, y), where a sample whose mask is
+    -1 ("no label", a target image in adapt.py) has a BCE of 0; in a pretext run only the MSE against y.
+    """
     if isinstance(output, tuple):  # Attention Y-Net: (segmentation logits, reconstruction in [0, 1])
         seg, rec = output
-        if args.pretext:
+        if pretext:
             return F.mse_loss(rec, y)
         labelled = (y.flatten(1)[:, 0] >= 0).to(seg.dtype)  # (B,) 1 for a labelled sample, 0 for "no label"
         bce = F.binary_cross_entropy_with_logits(seg, y.clamp(min=0), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-        return args.alpha * F.mse_loss(rec, x) + (1 - args.alpha) * (bce * labelled).mean()
-    if args.pretext:
+        return alpha * F.mse_loss(rec, x) + (1 - alpha) * (bce * labelled).mean()
+    if pretext:
         return F.mse_loss(torch.sigmoid(output), y)
-    loss = F.binary_cross_entropy_with_logits(output, y)
-    return loss + dice_loss(output, y) if args.loss == "bce_dice" else loss
+    bce = F.binary_cross_entropy_with_logits(output, y)
+    return bce + dice_loss(output, y) if loss == "bce_dice" else bce
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
@@ -184,7 +189,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, args, device, epoch):
         # (B, 1, T, T); one channel is already channels-last, so --channels-last needs only the model's weights
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with evaluate.autocast(args.amp, device):
-            loss = compute_loss(args, model(x), x, y)
+            loss = compute_loss(model(x), x, y, loss=args.loss, pretext=bool(args.pretext), alpha=args.alpha)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -215,7 +220,7 @@ def validate(model, loader, args, device, shared=False):
         x, y = x.to(device), y.to(device)  # (B, 1, T, T)
         with evaluate.autocast(args.amp, device):
             out = model(x)
-            loss_sum += float(compute_loss(args, out, x, y)) * len(x)
+            loss_sum += float(compute_loss(out, x, y, loss=args.loss, pretext=bool(args.pretext), alpha=args.alpha)) * len(x)
         count += len(x)
         if not args.pretext:
             seg = out[0] if isinstance(out, tuple) else out

@@ -47,16 +47,15 @@ def test_unlabelled_samples_add_no_bce_and_no_segmentation_gradient():
     model = unet.AttentionYNet(filters=4)
     x = torch.rand(2, 1, 32, 32)
     y = torch.stack([(torch.rand(1, 32, 32) > 0.5).float(), torch.full((1, 32, 32), -1.0)])  # labelled, unlabelled
-    args = argparse.Namespace(alpha=0.3, pretext=None, loss="bce")
     seg, rec = model(x)
-    loss = train.compute_loss(args, (seg, rec), x, y)
+    loss = train.compute_loss((seg, rec), x, y, alpha=0.3)
     bce_first = torch.nn.functional.binary_cross_entropy_with_logits(seg[:1], y[:1])
     expected = 0.3 * torch.nn.functional.mse_loss(rec, x) + 0.7 * bce_first / 2  # BCE 0 for the second sample
     torch.testing.assert_close(loss, expected)
     # with only the unlabelled sample, the segmentation head receives no gradient at all
     model.zero_grad()
     seg, rec = model(x[1:])
-    train.compute_loss(args, (seg, rec), x[1:], y[1:]).backward()
+    train.compute_loss((seg, rec), x[1:], y[1:], alpha=0.3).backward()
     assert all(p.grad is None or not p.grad.any() for p in model.head.parameters())
     assert any(p.grad is not None and p.grad.any() for p in model.recon_head.parameters())
 

@@ -161,13 +161,13 @@ def test_wrong_solutions_fail_naming_the_behaviour_and_other_solutions_pass(tmp_
     solve(copy, "train.py", "compute_loss", """
         if isinstance(output, tuple):
             seg, rec = output
-            if args.pretext:
+            if pretext:
                 return F.mse_loss(rec, y)
-            return args.alpha * F.binary_cross_entropy_with_logits(seg, y) + (1 - args.alpha) * F.mse_loss(rec, x)
-        if args.pretext:
+            return alpha * F.binary_cross_entropy_with_logits(seg, y) + (1 - alpha) * F.mse_loss(rec, x)
+        if pretext:
             return F.mse_loss(torch.sigmoid(output), y)
-        loss = F.binary_cross_entropy_with_logits(output, y)
-        return loss + dice_loss(output, y) if args.loss == "bce_dice" else loss
+        bce = F.binary_cross_entropy_with_logits(output, y)
+        return bce + dice_loss(output, y) if loss == "bce_dice" else bce
     """)
     solve(copy, "attention.py", "MultiHeadSelfAttention.forward", """
         B, N, _ = x.shape

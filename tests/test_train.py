@@ -293,7 +293,7 @@ def test_pretext_lowers_mse_and_init_loads_its_weights(tmp_path, capsys):
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, "compute_loss", lambda args, out, x, y: out.mean() * float("nan"))
+    monkeypatch.setattr(train, "compute_loss", lambda out, x, y, **kw: out.mean() * float("nan"))
     with pytest.raises(SystemExit) as exit_info:
         _run(tmp_path, "nan", "--epochs", "2")
     assert exit_info.value.code == 2
