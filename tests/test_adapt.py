@@ -2,7 +2,6 @@
 what it should (stage 2 lowers the reconstruction loss, stage 3 leaves the encoder bit for bit
 unchanged), target masks are never needed for training, the preprocessing reaches the model's input,
 and Table A.1's thesis column is the thesis's."""
-import argparse
 import os
 import re
 import sys
