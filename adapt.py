@@ -221,7 +221,7 @@ def run_stages(args, device):
 
 def score_target(model, args, device, preprocess="none", target_hist=None):
     """IoU_F on the target's test set (the only place target masks are read), or None without masks."""
-    if not os.path.isdir(os.path.join(args.target, "test", "y")):
+    if not os.path.isdir(data.find_layout(args.target)[1]["test"][1]):
         return None
     test_x, test_y = data.load_split(args.target, "test", masks=True)
     test_x = degrade.preprocess(test_x, preprocess, target_hist)

@@ -17,6 +17,7 @@ Shapes: n slices or tiles, H x W a slice, T the tile side; NumPy comments give d
 """
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -25,65 +26,196 @@ import numpy as np
 import torch
 from PIL import Image
 
+import cli
 from degrade import convolve_separable, gaussian_kernel1d
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
-class DataError(Exception):
+class DataError(cli.UsageError):
     """Bad input data; the message names the file or folder, what is wrong and how to fix it."""
 
 
-# ---------------------------------------------------------------- loading (§4.1, SPEC §1)
+# ---------------------------------------------------------------- loading (§4.1)
+# A data set is a folder in one of two layouts: ours, or the one the Lucchi++ and Kasthuri++ zips
+# unpack to (§4.1.1-4.1.2; their images sit in Train_In/Test_In, their labels in Train_Out/Test_Out).
+# Folder names are matched without regard to case. Each images/masks folder holds one file per slice
+# or one multi-page TIFF stack.
+
+LAYOUTS = {
+    "train/x, train/y, test/x, test/y": {"train": ("train/x", "train/y"), "test": ("test/x", "test/y")},
+    "Train_In, Train_Out, Test_In, Test_Out (the Lucchi++ / Kasthuri++ zips)":
+        {"train": ("Train_In", "Train_Out"), "test": ("Test_In", "Test_Out")},
+}
+LAYOUT_HELP = "train/x, train/y, test/x, test/y, or the zips' Train_In, Train_Out, Test_In, Test_Out"
+
+
+def _child(folder, name):
+    """The entry of `folder` called `name` in any case ('train/x' walks two levels), or None."""
+    for part in name.split("/"):
+        if not os.path.isdir(folder):
+            return None
+        found = sorted(n for n in os.listdir(folder) if n.lower() == part.lower())
+        if not found:
+            return None
+        folder = os.path.join(folder, found[0])
+    return folder
+
+
+def find_layout(root):
+    """(layout name, {split: (images folder, masks folder)}) of a data-set folder.
+
+    The layout is known by its images folders (either split); a folder that does not exist is
+    returned as the path it would have (an unlabelled target set of App. A has no masks).
+    """
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: data folder not found; pass a folder holding {LAYOUT_HELP}")
+    found = [name for name, splits in LAYOUTS.items() if any(_child(root, x) for x, _ in splits.values())]
+    if len(found) > 1:
+        raise DataError(f"{root}: holds both train/x and Train_In; keep one layout in a data-set folder")
+    if not found:
+        inner = [n for n in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, n))
+                 and any(_child(os.path.join(root, n), x) for s in LAYOUTS.values() for x, _ in s.values())]
+        hint = f"; {os.path.join(root, inner[0])} does, pass that folder" if inner else ""
+        raise DataError(f"{root}: no data set here: expected {LAYOUT_HELP}{hint}")
+    name = found[0]
+    folders = {split: tuple(_child(root, rel) or os.path.join(root, rel) for rel in pair)
+               for split, pair in LAYOUTS[name].items()}
+    return name, folders
+
+
+def natural_key(name):
+    """Sort key that reads runs of digits as numbers, so 'mask2.png' < 'mask10.png' (ties: by name)."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+def slice_numbers(names):
+    """The slice number each file name carries, or None where it cannot be told.
+
+    The numbers of a name are its runs of digits (extension excluded). When every name of the folder
+    carries as many numbers, the slice number is the last one that changes from file to file (a date
+    or a '_v2' that all names share is not it); a single file's is its last number. Where the names
+    carry different counts of numbers, or none, no slice number is trusted (None for all).
+    """
+    numbers = [[int(d) for d in re.findall(r"\d+", os.path.splitext(os.path.basename(n))[0])] for n in names]
+    counts = {len(ns) for ns in numbers}
+    if len(counts) != 1 or counts == {0}:
+        return [None] * len(names)
+    varying = [k for k in range(len(numbers[0])) if len({ns[k] for ns in numbers}) > 1]
+    position = varying[-1] if varying else -1
+    return [ns[position] for ns in numbers]
+
 
 def _image_files(folder):
-    """Image files of `folder`, sorted by name (hidden files such as '._x.tif' are skipped)."""
+    """Image files of `folder` in natural order (hidden files such as '._x.tif' are skipped)."""
     if not os.path.isdir(folder):
-        raise DataError(f"{folder}: folder not found; a data set needs train/x, train/y, test/x "
-                        "and test/y (images in x, masks in y)")
-    names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+        raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP} "
+                        "(images in x or *_In, masks in y or *_Out)")
+    names = sorted((n for n in os.listdir(folder)
+                    if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")), key=natural_key)
     if not names:
         raise DataError(f"{folder}: no image files (.png, .tif, .tiff) in this folder; put one "
                         "file per slice or one multi-page TIFF stack there")
     return [os.path.join(folder, n) for n in names]
 
 
-def _page_to_array(page, is_mask, name):
-    """One Pillow page of file `name` -> ((H, W) uint8, note on the conversion or None)."""
+def image_paths(path, role="images"):
+    """One image file, a folder of them (natural order), or a data-set folder -> list of paths.
+
+    A data-set folder gives its test split's images (role "images") or masks (role "masks").
+    """
+    if os.path.isfile(path):
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            raise DataError(f"{path}: not a .png, .tif or .tiff file; pass an image, a multi-page "
+                            "TIFF stack or a folder of them")
+        return [path]
+    if os.path.isdir(path) and not any(n.lower().endswith(IMAGE_EXTENSIONS) for n in os.listdir(path)):
+        try:
+            _, folders = find_layout(path)
+        except DataError:
+            pass  # not a data set either: _image_files names the problem
+        else:
+            return _image_files(folders["test"][role == "masks"])
+    return _image_files(path)
+
+
+def mask_paths(path, image_dir):
+    """The mask files for the images of folder `image_dir`: a mask file, a folder of masks, or a
+    data-set folder, from which the masks of the split whose images folder is `image_dir` are taken
+    (its test masks when `image_dir` is none of its folders)."""
+    if os.path.isdir(path) and image_dir:
+        try:
+            _, folders = find_layout(path)
+        except DataError:
+            folders = {}
+        for x_dir, y_dir in folders.values():
+            if os.path.realpath(x_dir) == os.path.realpath(image_dir):
+                return _image_files(y_dir)
+    return image_paths(path, role="masks")
+
+
+def _grey(page, name):
+    """One Pillow page of an image file -> ((H, W) uint8, note on the conversion or None)."""
     mode = page.mode
-    if is_mask:
-        raw = np.asarray(page)                                  # (H, W) or (H, W, C), any dtype
-        if raw.ndim == 3:
-            raw = raw[..., :3] if raw.shape[-1] >= 3 else raw[..., :1]  # alpha is no label
-            raw = raw.any(axis=-1)
-        note = None if mode in ("1", "L") else f"{mode} masks: any non-zero value is foreground"
-        return (raw != 0).astype(np.uint8), note                # (H, W) uint8 in {0, 1}
     if mode == "L":
         return np.asarray(page, dtype=np.uint8), None           # (H, W) uint8 in [0, 255]
     if mode == "1":
         return np.asarray(page, dtype=np.uint8) * 255, "1-bit images scaled to 0/255"
     if mode == "F":
-        raise DataError(f"{name}: floating-point image; save it as 8-bit (or 16-bit) "
-                        "grey")
+        raise DataError(f"{name}: floating-point image; save it as 8-bit (or 16-bit) grey")
     if mode.startswith("I"):
         raw = np.asarray(page).astype(np.int64)                 # (H, W) int64
         if raw.min() < 0 or raw.max() > 65535:
-            raise DataError(f"{name}: integer values outside 0..65535; save it as "
-                            "8-bit or 16-bit grey")
+            raise DataError(f"{name}: integer values outside 0..65535; save it as 8-bit or 16-bit grey")
+        # one fixed map for every slice, so relative intensities survive across the stack
         return ((raw + 128) // 257).astype(np.uint8), "16-bit images divided by 257 to 8-bit"
     # RGB, RGBA, P, LA, CMYK...: Pillow's ITU-R 601-2 luma, alpha dropped
-    return np.asarray(page.convert("L"), dtype=np.uint8), f"{mode} images converted to grey " \
-        "(luminance)"
+    return np.asarray(page.convert("L"), dtype=np.uint8), f"{mode} images converted to grey (luminance)"
 
 
-def read_files(paths, is_mask=False):
+def _mask_levels(page):
+    """One Pillow page of a mask file -> (raw values (H, W), their full scale).
+
+    Colour masks are read from their colour channels (the brightest of R, G, B), never from alpha.
+    The full scale is 1 for masks whose values are at most 1 (0/1 and 1-bit masks), else 255 for
+    8-bit and 65535 for 16-bit values.
+    """
+    raw = np.asarray(page)                                      # (H, W) or (H, W, C), any dtype
+    if raw.ndim == 3:
+        raw = raw[..., :3].max(axis=-1) if raw.shape[-1] >= 3 else raw[..., 0]  # alpha is no label
+    if raw.dtype == bool:
+        raw = raw.astype(np.uint8)
+    top = raw.max() if raw.size else 0
+    return raw, (1 if top <= 1 else 255 if top <= 255 else 65535)
+
+
+def _value_counts(raw):
+    """{value: pixels} of a mask page, fast for 8-bit ones."""
+    if raw.dtype == np.uint8:
+        counts = np.bincount(raw.ravel(), minlength=256)
+        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    values, counts = np.unique(raw, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
+
+
+def read_files(paths, is_mask=False, notes=None):
     """Every page of every file -> list of (path, list of (H, W) uint8 pages), one entry per file.
 
-    A multi-page TIFF stack gives one entry with a page per slice. Colour, 1-bit and 16-bit images
-    are converted as SPEC §1 says, with one warning per kind of conversion.
+    A multi-page TIFF stack gives one entry with a page per slice. Images: 8-bit grey, or converted
+    (colour to luminance, 16-bit divided by 257, 1-bit to 0/255). Masks: a pixel is foreground (1)
+    when its value is at least half the mask's full scale, so 0/1, 0/255 and 0/65535 masks keep their
+    two levels and a value such as Kasthuri++'s 2 (the empty area outside the imaged region) is
+    background. `notes`, a dict, collects what a caller reports: "converted" (one line per kind of
+    conversion) and, for masks, "values" ({(value, full scale): pixels}) and "scales"; without it each
+    conversion and any mask value besides the two levels is a warning, once per folder. It also
+    gathers "modes", the Pillow modes of the pages.
     """
-    files, notes = [], set()
+    collect = {} if notes is None else notes
+    for key in ("converted", "scales", "modes"):
+        collect.setdefault(key, set())
+    collect.setdefault("values", Counter())
+    files = []
     for path in paths:
         pages = []
         try:
@@ -92,62 +224,134 @@ def read_files(paths, is_mask=False):
                 for k in range(n_pages):
                     im.seek(k)
                     name = path if n_pages == 1 else f"{path} (page {k + 1})"
-                    array, note = _page_to_array(im, is_mask, name)
+                    collect["modes"].add(im.mode)
+                    if not is_mask:
+                        array, note = _grey(im, name)
+                        collect["converted"] |= {note} - {None}
+                    else:
+                        raw, scale = _mask_levels(im)
+                        collect["values"].update({(v, scale): c for v, c in _value_counts(raw).items()})
+                        collect["scales"].add(scale)
+                        if np.asarray(im).ndim == 3:
+                            collect["converted"].add(f"{im.mode} masks read from their colour channels, "
+                                                     "not alpha")
+                        array = (raw.astype(np.float64) * 2 >= scale).astype(np.uint8)  # (H, W) {0, 1}
                     pages.append(array)
-                    notes.add(note)
         except (OSError, ValueError, SyntaxError, EOFError) as e:  # includes UnidentifiedImageError
             reason = " ".join(str(e).split())
             raise DataError(f"{path}: cannot read this file as an image ({reason}); replace or "
                             "remove the corrupt file") from e
         files.append((path, pages))
-    where = os.path.dirname(paths[0]) if paths else ""
-    for note in sorted(n for n in notes if n):
-        warnings.warn(f"{where}: {note}", stacklevel=3)
+    if notes is None:
+        where = os.path.dirname(paths[0]) if paths else ""
+        for line in sorted(collect["converted"]) + [mask_rule(collect["values"])]:
+            if line:
+                warnings.warn(f"{where}: {line}", stacklevel=2)
     return files
 
 
-def image_paths(path):
-    """One image file, or the image files of a folder sorted by name -> list of paths."""
-    if os.path.isfile(path):
-        if not path.lower().endswith(IMAGE_EXTENSIONS):
-            raise DataError(f"{path}: not a .png, .tif or .tiff file; pass an image, a multi-page "
-                            "TIFF stack or a folder of them")
-        return [path]
-    return _image_files(path)
+def mask_rule(values):
+    """A line naming the mask values found besides the two levels (0 and the full scale) and the rule
+    applied to them, or None when every value is one of the two levels. values: {(value, scale): pixels}."""
+    extra = sorted((v, s) for v, s in values if v not in (0, s))
+    if not extra:
+        return None
+    scale = max(s for _, s in values)
+    shown = ", ".join(f"{v:g}" for v, _ in extra[:6]) + (" ..." if len(extra) > 6 else "")
+    pixels = sum(values[e] for e in extra)
+    cut = {1: "0.5 of 1", 255: "128 of 255", 65535: "32768 of 65535"}[scale]
+    below = [(v, s) for v, s in extra if v * 2 < s]
+    low = [f"{v:g}" for v, _ in below]
+    low = (", ".join(low) if len(low) <= 3 else f"the {len(low)} values below half") + \
+        f" ({sum(values[b] for b in below)} pixels)" + (" is" if len(low) == 1 else " are") + \
+        " background" if low else "none is background"
+    return (f"masks hold {len(extra)} value{'s' if len(extra) > 1 else ''} besides 0 and {scale} ({shown}) on "
+            f"{pixels} pixels; a pixel is foreground when it is at least half the full scale (>= {cut}), "
+            f"so {low}")
 
 
-def _read_folder(folder, is_mask):
-    """Every page of every file in `folder` -> (list of (H, W) uint8, list of their names)."""
-    arrays, names = [], []
-    for path, pages in read_files(_image_files(folder), is_mask):
+def _read_folder(folder, is_mask, notes):
+    """Every page of every file in `folder` -> (list of (H, W) uint8, one name per page, the files)."""
+    arrays, names, files = [], [], read_files(_image_files(folder), is_mask, notes)
+    for path, pages in files:
         arrays += pages
         names += [path] if len(pages) == 1 else [f"{path} (page {k + 1})" for k in range(len(pages))]
-    return arrays, names
+    return arrays, names, [path for path, _ in files]
+
+
+def pair_files(images, image_files, masks, mask_files, image_dir, mask_dir):
+    """Check that slices and masks pair: by file (names and slice numbers) when both folders hold
+    one file per slice, else by page count. Returns whether slice numbers were compared."""
+    if len(image_files) == len(images) and len(mask_files) == len(masks):
+        return check_pairs(image_files, mask_files, image_dir, mask_dir)
+    if len(masks) != len(images):
+        raise DataError(f"{image_dir} holds {len(images)} slices but {mask_dir} holds {len(masks)} masks; "
+                        "every slice needs exactly one mask")
+    return False
 
 
 def _hw(shape):
     return f"{shape[0]}x{shape[1]}"
 
 
-def load_split(root, split, masks=True):
-    """Load `root/split/x` (and `root/split/y`) -> ((n, H, W) uint8, (n, H, W) uint8 {0,1} or None).
+def check_pairs(image_files, mask_files, image_dir, mask_dir):
+    """Refuse images and masks whose file names carry slice numbers that disagree.
 
-    One file per slice (sorted by name, x and y paired by sort order) or multi-page TIFF stacks;
-    every page counts as one slice. Masks: any non-zero pixel is a mitochondrion (SPEC §1).
+    Files pair in natural order. When both folders hold one file per slice and both sets of names
+    carry slice numbers (`slice_numbers`), every pair must carry the same number; a folder with a
+    different count of files is refused naming the first image with no mask of its number.
+    Returns True when the numbers were checked, False when the names could not tell.
+    """
+    xs, ys = slice_numbers(image_files), slice_numbers(mask_files)
+    numbered = None not in xs and None not in ys
+    if len(image_files) != len(mask_files):
+        lonely = ""
+        if numbered:
+            spare = [(f, n) for f, n in zip(image_files, xs) if n not in set(ys)]
+            if spare:
+                lonely = f"; {spare[0][0]} has none (no mask file carries slice number {spare[0][1]})"
+        raise DataError(f"{image_dir} holds {len(image_files)} images but {mask_dir} holds "
+                        f"{len(mask_files)} masks{lonely}; every image needs exactly one mask")
+    if not numbered:
+        return False
+    for image, mask, a, b in zip(image_files, mask_files, xs, ys):
+        if a != b:
+            raise DataError(f"{image} would be paired with {mask}, but their names carry slice numbers {a} and "
+                            f"{b}; rename the files so that each image and its mask carry the same number "
+                            "(files pair in natural name order: 2 before 10)")
+    return True
+
+
+@dataclass
+class Split:
+    """One split of a data set as loaded, with what the data report tells about it."""
+    images: np.ndarray      # (n, H, W) uint8
+    masks: np.ndarray       # (n, H, W) uint8 in {0, 1}, or None
+    image_names: list       # one per slice: its file, or "file (page k)" in a stack
+    mask_names: list        # the same for the masks, or None
+    layout: str             # the LAYOUTS entry found
+    folders: tuple          # (images folder, masks folder)
+    notes: dict             # "images"/"masks": {"converted", "values", "scales"} from read_files
+    numbers_checked: bool   # whether the pairs' slice numbers were compared
+    split: str = "train"
+
+
+def read_split(root, split, masks=True):
+    """Load one split of a data-set folder (either layout) -> Split. Every page counts as a slice.
+
+    Raises DataError naming the file and the fix for a missing folder, unreadable or odd-sized
+    slices, and images and masks that do not pair.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if not os.path.isdir(root):
-        raise DataError(f"{root}: data folder not found; pass a folder holding train/x, train/y, "
-                        "test/x and test/y")
-    x_dir, y_dir = os.path.join(root, split, "x"), os.path.join(root, split, "y")
-    images, image_names = _read_folder(x_dir, is_mask=False)
-    labels, label_names = _read_folder(y_dir, is_mask=True) if masks else (None, None)
+    layout, folders = find_layout(root)
+    x_dir, y_dir = folders[split]
+    notes = {"images": {}, "masks": {}}
+    images, image_names, image_files = _read_folder(x_dir, False, notes["images"])
+    labels, label_names, checked = None, None, False
     if masks:
-        if len(labels) != len(images):
-            raise DataError(f"{x_dir} holds {len(images)} images but {y_dir} holds "
-                            f"{len(labels)} masks; every image needs exactly one mask "
-                            "(paired by sorted file name)")
+        labels, label_names, label_files = _read_folder(y_dir, True, notes["masks"])
+        checked = pair_files(images, image_files, labels, label_files, x_dir, y_dir)
         for image, label, image_name, label_name in zip(images, labels, image_names, label_names):
             if image.shape != label.shape:
                 raise DataError(f"{label_name}: mask is {_hw(label.shape)} but its image "
@@ -157,9 +361,88 @@ def load_split(root, split, masks=True):
     for image, image_name in zip(images, image_names):
         if image.shape != usual:
             raise DataError(f"{image_name}: slice is {_hw(image.shape)} but the other slices of "
-                            f"{x_dir} are {_hw(usual)} (HxW); crop or pad the slices of a split "
-                            "to one size")
-    return np.stack(images), (np.stack(labels) if masks else None)
+                            f"{x_dir} are {_hw(usual)} (HxW); crop or pad the slices of a split to one size")
+    return Split(np.stack(images), np.stack(labels) if masks else None, image_names, label_names,
+                 layout, (x_dir, y_dir), notes, checked, split)
+
+
+def load_split(root, split, masks=True):
+    """Load `split` of a data-set folder -> ((n, H, W) uint8, (n, H, W) uint8 in {0, 1} or None).
+
+    `read_split` with its notes as warnings (one per folder and kind): conversions, and mask values
+    besides the two levels with the rule applied to them.
+    """
+    s = read_split(root, split, masks)
+    for folder, key in zip(s.folders, ("images", "masks")):
+        note = s.notes[key]
+        for line in sorted(note.get("converted", ())) + [mask_rule(note.get("values", set()))]:
+            if line:
+                warnings.warn(f"{folder}: {line}", stacklevel=2)
+    return s.images, s.masks
+
+
+# ---------------------------------------------------------------- the data report: python data.py DIR
+
+MODES = {"1": "1-bit", "L": "8-bit grey", "I;16": "16-bit grey", "I;16B": "16-bit grey", "I": "32-bit integer",
+         "F": "32-bit float", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "P": "8-bit palette", "LA": "grey + alpha"}
+
+
+def _modes(note):
+    return ", ".join(f"{MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
+
+
+def describe_split(s, root):
+    """The report's lines for one loaded Split: size, types, conversions, mask values, pairs."""
+    rel = lambda path: os.path.relpath(path, root)  # noqa: E731
+    n, height, width = s.images.shape
+    lines = [f"{s.split}: {n} slices of {height}x{width} from {rel(s.folders[0])}, images {_modes(s.notes['images'])}"]
+    converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
+    lines.append(f"  converted: {'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
+    if s.masks is None:
+        lines.append(f"  masks: none ({rel(s.folders[1])} not found): an unlabelled set, for adapt.py --target")
+        return lines
+    values, rule = s.notes["masks"]["values"], mask_rule(s.notes["masks"]["values"])
+    total = sum(values.values())
+    at_zero = 100 * sum(c for (v, _), c in values.items() if v == 0) / total
+    at_top = 100 * sum(c for (v, scale), c in values.items() if v == scale) / total
+    scales = "/".join(str(scale) for scale in sorted(s.notes["masks"]["scales"]))
+    lines.append(f"  masks {_modes(s.notes['masks'])}: values 0 ({at_zero:.2f}%) and {scales} ({at_top:.2f}%)"
+                 + (f"; {rule}" if rule else ", the upper one foreground"))
+    lines.append(f"  foreground: {100 * s.masks.mean():.2f}% of the pixels")
+    pairs = "; ".join(f"{rel(a)} + {rel(b)}" for a, b in zip(s.image_names[:3], s.mask_names[:3]))
+    how = "slice numbers agree" if s.numbers_checked else "names carry no slice numbers to compare"
+    lines.append(f"  pairs in natural name order ({how}): {pairs}" + (" ..." if n > 3 else ""))
+    return lines
+
+
+def report(root, out=print):
+    """The data report of a data-set folder, split by split; raises DataError at the first problem."""
+    layout, folders = find_layout(root)
+    out(f"{root}: layout {layout}")
+    splits = {}
+    for split in ("train", "test"):
+        masks = os.path.isdir(folders[split][1])
+        splits[split] = read_split(root, split, masks=masks)
+        for line in describe_split(splits[split], root):
+            out(line)
+    train, test = splits["train"], splits["test"]
+    if train.masks is None or test.masks is None:
+        out("ok, without masks for " + " and ".join(s for s in splits if splits[s].masks is None)
+            + ": train.py --data needs both; adapt.py --target reads none")
+    else:
+        out(f"ok: {len(train.images)} train and {len(test.images)} test slices, each paired with its own mask")
+    return splits
+
+
+def main(argv=None):
+    """python data.py DIR: the data report before hours of training (exit 2 on the first problem)."""
+    def run(args):
+        if len(args) != 1 or args[0].startswith("-"):
+            raise cli.UsageError("usage: python data.py DIR  (a data-set folder: " + LAYOUT_HELP + ")")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report says it all
+            return report(args[0])
+    return cli.main(run, argv)
 
 
 # ---------------------------------------------------------------- tiles (§4.3.1, §4.3.2)
@@ -572,3 +855,7 @@ def best_threshold_iou(images, masks):
         union = predicted + counts_fg.sum() - tp
         best = max(best, float(np.max(tp / np.maximum(union, 1))))
     return best
+
+
+if __name__ == "__main__":
+    main()

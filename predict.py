@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+import cli
 import data
 import evaluate
 import models
@@ -59,19 +60,20 @@ def save_pages(pages, path):
         images[0].save(path, save_all=True, append_images=images[1:], compression="tiff_deflate")
 
 
-def read_masks(path, files):
-    """Ground-truth masks for `files`, paired by sorted order as in training (SPEC §1)."""
+def read_masks(path, files, input_path):
+    """Ground-truth masks for `files`, paired as in training: natural name order, slice numbers
+    compared (`data.pair_files`); `path` may be a data-set folder, whose matching masks are taken."""
     if not os.path.exists(path):
-        raise train.RunError(f"--masks {path}: no such file or folder")
-    masks = [m for _, pages in data.read_files(data.image_paths(path), is_mask=True) for m in pages]
-    shapes = [p.shape for _, pages in files for p in pages]
-    if len(masks) != len(shapes):
-        raise train.RunError(f"--masks {path}: {len(masks)} masks for {len(shapes)} input slices; every slice "
-                             "needs exactly one mask (paired by sorted file name)")
-    for k, (mask, shape) in enumerate(zip(masks, shapes)):
-        if mask.shape != shape:
-            raise train.RunError(f"--masks {path}: mask {k + 1} is {mask.shape[0]}x{mask.shape[1]} but its slice is "
-                                 f"{shape[0]}x{shape[1]}; a mask must match its slice pixel for pixel")
+        raise cli.UsageError(f"--masks {path}: no such file or folder")
+    image_dir = input_path if os.path.isdir(input_path) else os.path.dirname(files[0][0])
+    mask_files = data.read_files(data.mask_paths(path, image_dir), is_mask=True)
+    masks = [m for _, pages in mask_files for m in pages]
+    slices = [p for _, pages in files for p in pages]
+    data.pair_files(slices, [f for f, _ in files], masks, [f for f, _ in mask_files], image_dir, path)
+    for k, (mask, image) in enumerate(zip(masks, slices)):
+        if mask.shape != image.shape:
+            raise cli.UsageError(f"--masks {path}: mask {k + 1} is {mask.shape[0]}x{mask.shape[1]} but its slice is "
+                                 f"{image.shape[0]}x{image.shape[1]}; a mask must match its slice pixel for pixel")
     return masks
 
 
@@ -79,7 +81,7 @@ def segment(args, model, device, files):
     """Predict every slice, then write masks, probability maps, overlays and metrics.json."""
     from tqdm import tqdm
 
-    masks = read_masks(args.masks, files) if args.masks else None
+    masks = read_masks(args.masks, files, args.input) if args.masks else None
     plan = output_paths(args.out, files, args.probabilities, args.overlays)
     targets = [p for e in plan for p in [e["mask"], e["prob"], *e["overlays"]] if p]
     if args.masks:

@@ -71,18 +71,6 @@ def test_multipage_tiff_stacks(tmp_path):
     np.testing.assert_array_equal(y, masks)
 
 
-def test_antialiased_masks_any_nonzero_is_foreground(tmp_path):
-    images, _ = _random_set(n=2, seed=3)
-    rng = np.random.default_rng(3)
-    soft = rng.choice(np.array([0, 0, 0, 1, 37, 128, 254, 255], np.uint8), size=images.shape)
-    root = str(tmp_path)
-    for i in range(2):
-        _save(os.path.join(root, "train", "x", f"{i}.tif"), images[i])
-        _save(os.path.join(root, "train", "y", f"{i}.png"), soft[i])
-    _, y = data.load_split(root, "train")
-    np.testing.assert_array_equal(y, (soft > 0).astype(np.uint8))
-
-
 def test_16bit_images_divided_by_257_with_one_warning(tmp_path):
     rng = np.random.default_rng(4)
     deep = rng.integers(0, 65536, size=(3, 16, 16)).astype(np.uint16)
