@@ -16,8 +16,6 @@ of train.py), throughput at a large batch, one AdamW training step at batch 6 (t
 and peak memory of that step: measured on a GPU; on the CPU the tensors the step keeps for backward
 plus weights, gradients and AdamW state, a lower bound. MACs are counted from the layers (`count_macs`).
 """
-import argparse
-import json
 import math
 import os
 import platform
@@ -29,8 +27,10 @@ import torch
 import torch.nn as nn
 
 import attention
+import cli
 import evaluate
 import models
+import thesis_numbers
 import train
 
 # (name, arch, size, F): the models of Tables 5.2 and 5.4, then the Attention Y-Net of App. A.
@@ -173,10 +173,10 @@ def bench_one(name, arch, size, filters, options, device, big_batch, quick):
         memory, memory_kind = torch.cuda.max_memory_allocated(device), "measured peak"
     else:
         memory, memory_kind = training_memory_lower_bound(model, x, step_loss), "saved for backward + weights x4"
-    thesis = evaluate.THESIS_MS.get((arch, size, filters))
+    thesis = thesis_numbers.inference_ms(arch, size, filters)
     thesis_mean = float(thesis.split()[0]) if thesis else None
     return {"model": name, "arch": arch, "size": size, "filters": filters, "variant": "+".join(options) or "fp32",
-            "params": params, "thesis_params_millions": evaluate.THESIS_PARAMS.get((arch, size, filters)),
+            "params": params, "thesis_params_millions": thesis_numbers.params(arch, size, filters),
             "gmacs_per_patch": macs / 1e9, "latency_ms": ms, "latency_std_ms": ms_std, "thesis_ms": thesis,
             "speedup_vs_thesis": thesis_mean / ms if thesis_mean else None,
             "throughput_patches_per_s": big_batch * 1000 / batch_ms, "throughput_batch": big_batch,
@@ -215,34 +215,45 @@ def parse_variants(text):
         options = tuple(o for o in spec.split("+") if o and o != "fp32")
         unknown = [o for o in options if o not in OPTIONS]
         if unknown:
-            raise SystemExit(f"bench.py: unknown option {', '.join(unknown)} in --variants; use fp32 or "
-                             f"'+'-joined {', '.join(OPTIONS)}")
+            raise cli.UsageError(f"--variants: unknown option {', '.join(unknown)}; use fp32 or '+'-joined "
+                                 f"{', '.join(OPTIONS)}")
         variants.append(options)
     return variants
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv):
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_MODELS)}, fewer repeats")
     p.add_argument("--models", help=f"comma-separated, from: {', '.join(m[0] for m in MODELS)}")
     p.add_argument("--variants", help="comma-separated; default: " + "; ".join(f"{k}: {v}" for k, v in
                                                                                  DEFAULT_VARIANTS.items()))
-    p.add_argument("--batch", type=int, help="the large batch of the throughput column (default 64 GPU, 8 CPU)")
-    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--json", default="bench.json", help="where to write every number (default bench.json)")
-    a = p.parse_args(argv)
-    try:
-        device = train.pick_device(a.device)
-    except train.RunError as exc:
-        raise SystemExit(f"bench.py: {exc}") from None
+    p.add_argument("--batch", type=cli.at_least(int), help="the large batch of the throughput column (default 64 "
+                   "GPU, 8 CPU)")
+    p.add_argument("--threads", type=cli.at_least(int), help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--json", default="bench.json", help="where to write every number (default bench.json; an "
+                   "existing file is never replaced)")
+    args = p.parse_args(argv)
+    known = [m[0] for m in MODELS]
+    unknown = [n for n in (args.models.split(",") if args.models else []) if n not in known]
+    if unknown:
+        raise cli.UsageError(f"--models: unknown model {', '.join(unknown)}; choose from {', '.join(known)}")
+    if os.path.exists(args.json):
+        raise cli.UsageError(f"--json {args.json} already exists; name a new file (its numbers are kept)")
+    return args
+
+
+def main(argv=None):
+    return cli.main(run_command, argv)
+
+
+def run_command(argv):
+    a = parse_args(argv)
+    device = cli.pick_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
     names = a.models.split(",") if a.models else (QUICK_MODELS if a.quick else [m[0] for m in MODELS])
     known = {m[0]: m for m in MODELS}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise SystemExit(f"bench.py: unknown model {', '.join(unknown)}; choose from {', '.join(known)}")
     variants = parse_variants(a.variants or DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"])
     big = a.batch or (64 if device.type == "cuda" else 8)
     info = {"device": str(device), "machine": machine(device), "torch": torch.__version__,
@@ -263,8 +274,7 @@ def main(argv=None):
             done.add(options)
             rows.append(bench_one(name, arch, size, filters, options, device, big, a.quick))
             print(markdown_row(rows[-1]), flush=True)
-            with open(a.json, "w") as f:  # after every row, so that an interrupted run keeps its rows
-                json.dump({**info, "rows": rows}, f, indent=2)
+            cli.write_json({**info, "rows": rows}, a.json)  # after every row: an interrupted run keeps its rows
     print(f"wrote {a.json}")
     return rows
 

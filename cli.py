@@ -7,7 +7,9 @@ folder that is not empty) is a `UsageError`, or a subclass such as `data.DataErr
 `models.CheckpointError`; `main` prints it as one line on stderr, `error: ...`, and exits with code
 2, with no traceback, before anything is written. Ctrl-C exits with 130. A warning is one line too.
 """
+import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -15,6 +17,13 @@ import warnings
 
 class UsageError(Exception):
     """A mistake in the user's input: printed as one line naming the file or flag and the fix, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line too (argparse prints its usage first)."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (python {self.prog} --help lists the flags)")
 
 
 def _one_line_warning(message, category, filename, lineno, line=None):
@@ -42,8 +51,6 @@ def main(run, argv=None):
 
 def at_least(kind, minimum=1):
     """An argparse type: `kind(text)`, refused below `minimum` (argparse then exits with code 2)."""
-    import argparse
-
     def convert(text):
         try:
             value = kind(text)
@@ -57,12 +64,18 @@ def at_least(kind, minimum=1):
 
 
 def fraction(text):
-    """An argparse type: a float in [0, 1)."""
-    import argparse
-
+    """An argparse type: a float in [0, 1) (a share held out, a dropout rate)."""
     value = at_least(float, 0.0)(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def weight(text):
+    """An argparse type: a float in [0, 1] (a loss weight, a momentum)."""
+    value = at_least(float, 0.0)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
     return value
 
 
@@ -90,11 +103,22 @@ def refuse_nonempty(folder, flag="--out", hint="choose a new folder"):
         raise UsageError(f"{flag} {folder} already exists and is not empty; {hint}")
 
 
+def _plain(obj):
+    """JSON has no NaN or infinity: null in their place, inside lists and dicts too."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
 def write_json(obj, path):
     """Write JSON to a temporary file and rename it, so a crash never leaves half a file."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(_plain(obj), f, indent=2)
     os.replace(tmp, path)
 
 

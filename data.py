@@ -1,12 +1,13 @@
-"""Data: loading EM stacks, 256x256 training tiles, augmentation and a built-in synthetic EM set.
+"""Data: EM data sets on disk, 256x256 training tiles, the validation split and the augmentation.
 
-Thesis: §4.1 (Lucchi++ and Kasthuri++ as stacks of 2D slices), §4.3.1 (mirror padding to a
-multiple of 256, sequential non-overlapping 256x256 patches, intensities in [0, 1]), §4.3.2
-(10% of the training patches at random for validation; on-the-fly rotations and flips, the
-augmentation of [34]). SPEC §1 fixes the details the text leaves open; SPEC §7 asks for the
-synthetic set, so that everything runs with no download.
+Thesis: §4.1 (Lucchi++ and Kasthuri++ as stacks of 2D slices), §4.3.1 (mirror padding to a multiple
+of 256, sequential non-overlapping 256x256 patches, intensities in [0, 1]), §4.3.2 (10% of the
+training patches at random for validation; on-the-fly rotations and flips, the augmentation of [34]).
+`python data.py DIR` reports what a data-set folder holds before hours of training (docs/data.md).
 
 Choices where the thesis code is silent or its libraries disagree:
+- Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names
+  compared; a mask pixel is foreground when its value is at least half the mask's full scale.
 - 16-bit slices are divided by 257 (65535 -> 255): one fixed map for every slice, so relative
   intensities survive across the stack (a per-image min/max stretch would not keep them).
 - Rotation fill is "reflect" as Keras's ImageDataGenerator means it (`rotation_range=180` in
@@ -27,7 +28,6 @@ import torch
 from PIL import Image
 
 import cli
-from degrade import convolve_separable, gaussian_kernel1d
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
@@ -107,7 +107,7 @@ def slice_numbers(names):
     return [ns[position] for ns in numbers]
 
 
-def _image_files(folder):
+def image_files(folder):
     """Image files of `folder` in natural order (hidden files such as '._x.tif' are skipped)."""
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP} "
@@ -118,41 +118,6 @@ def _image_files(folder):
         raise DataError(f"{folder}: no image files (.png, .tif, .tiff) in this folder; put one "
                         "file per slice or one multi-page TIFF stack there")
     return [os.path.join(folder, n) for n in names]
-
-
-def image_paths(path, role="images"):
-    """One image file, a folder of them (natural order), or a data-set folder -> list of paths.
-
-    A data-set folder gives its test split's images (role "images") or masks (role "masks").
-    """
-    if os.path.isfile(path):
-        if not path.lower().endswith(IMAGE_EXTENSIONS):
-            raise DataError(f"{path}: not a .png, .tif or .tiff file; pass an image, a multi-page "
-                            "TIFF stack or a folder of them")
-        return [path]
-    if os.path.isdir(path) and not any(n.lower().endswith(IMAGE_EXTENSIONS) for n in os.listdir(path)):
-        try:
-            _, folders = find_layout(path)
-        except DataError:
-            pass  # not a data set either: _image_files names the problem
-        else:
-            return _image_files(folders["test"][role == "masks"])
-    return _image_files(path)
-
-
-def mask_paths(path, image_dir):
-    """The mask files for the images of folder `image_dir`: a mask file, a folder of masks, or a
-    data-set folder, from which the masks of the split whose images folder is `image_dir` are taken
-    (its test masks when `image_dir` is none of its folders)."""
-    if os.path.isdir(path) and image_dir:
-        try:
-            _, folders = find_layout(path)
-        except DataError:
-            folders = {}
-        for x_dir, y_dir in folders.values():
-            if os.path.realpath(x_dir) == os.path.realpath(image_dir):
-                return _image_files(y_dir)
-    return image_paths(path, role="masks")
 
 
 def _grey(page, name):
@@ -206,120 +171,108 @@ def read_files(paths, is_mask=False, notes=None):
     (colour to luminance, 16-bit divided by 257, 1-bit to 0/255). Masks: a pixel is foreground (1)
     when its value is at least half the mask's full scale, so 0/1, 0/255 and 0/65535 masks keep their
     two levels and a value such as Kasthuri++'s 2 (the empty area outside the imaged region) is
-    background. `notes`, a dict, collects what a caller reports: "converted" (one line per kind of
-    conversion) and, for masks, "values" ({(value, full scale): pixels}) and "scales"; without it each
-    conversion and any mask value besides the two levels is a warning, once per folder. It also
-    gathers "modes", the Pillow modes of the pages.
+    background. `notes` (a dict) gathers what the data report tells: "modes" (Pillow's), "converted"
+    (one line per kind of conversion), and for masks "values" ({(value, full scale): pixels}) and
+    "scales"; without it, conversions and odd mask values are warnings, one per kind.
     """
-    collect = {} if notes is None else notes
-    for key in ("converted", "scales", "modes"):
-        collect.setdefault(key, set())
-    collect.setdefault("values", Counter())
+    note = {"modes": set(), "converted": set(), "scales": set(), "values": Counter()} if notes is None else notes
+    for key, empty in (("modes", set), ("converted", set), ("scales", set), ("values", Counter)):
+        note.setdefault(key, empty())
     files = []
     for path in paths:
-        pages = []
         try:
             with Image.open(path) as im:
-                n_pages = getattr(im, "n_frames", 1)
-                for k in range(n_pages):
-                    im.seek(k)
-                    name = path if n_pages == 1 else f"{path} (page {k + 1})"
-                    collect["modes"].add(im.mode)
-                    if not is_mask:
-                        array, note = _grey(im, name)
-                        collect["converted"] |= {note} - {None}
-                    else:
-                        raw, scale = _mask_levels(im)
-                        collect["values"].update({(v, scale): c for v, c in _value_counts(raw).items()})
-                        collect["scales"].add(scale)
-                        if np.asarray(im).ndim == 3:
-                            collect["converted"].add(f"{im.mode} masks read from their colour channels, "
-                                                     "not alpha")
-                        array = (raw.astype(np.float64) * 2 >= scale).astype(np.uint8)  # (H, W) {0, 1}
-                    pages.append(array)
+                files.append((path, [_page(im, k, path, is_mask, note) for k in range(getattr(im, "n_frames", 1))]))
         except (OSError, ValueError, SyntaxError, EOFError) as e:  # includes UnidentifiedImageError
-            reason = " ".join(str(e).split())
-            raise DataError(f"{path}: cannot read this file as an image ({reason}); replace or "
-                            "remove the corrupt file") from e
-        files.append((path, pages))
-    if notes is None:
-        where = os.path.dirname(paths[0]) if paths else ""
-        for line in sorted(collect["converted"]) + [mask_rule(collect["values"])]:
-            if line:
-                warnings.warn(f"{where}: {line}", stacklevel=2)
+            raise DataError(f"{path}: cannot read this file as an image ({' '.join(str(e).split())}); replace "
+                            "or remove the corrupt file") from e
+    if notes is None and paths:
+        warn_about(os.path.dirname(paths[0]), note)
     return files
+
+
+def _page(im, k, path, is_mask, note):
+    """Page k of an open image file as (H, W) uint8: grey levels, or a {0, 1} mask (read_files)."""
+    im.seek(k)
+    note["modes"].add(im.mode)
+    if not is_mask:
+        array, converted = _grey(im, path if getattr(im, "n_frames", 1) == 1 else f"{path} (page {k + 1})")
+        note["converted"] |= {converted} - {None}
+        return array
+    raw, scale = _mask_levels(im)
+    note["values"].update({(v, scale): c for v, c in _value_counts(raw).items()})
+    note["scales"].add(scale)
+    if np.asarray(im).ndim == 3:
+        note["converted"].add(f"{im.mode} masks read from their colour channels, not alpha")
+    return (raw.astype(np.float64) * 2 >= scale).astype(np.uint8)  # (H, W) uint8 in {0, 1}
 
 
 def mask_rule(values):
     """A line naming the mask values found besides the two levels (0 and the full scale) and the rule
-    applied to them, or None when every value is one of the two levels. values: {(value, scale): pixels}."""
+    applied to them, or None when there are none. values: {(value, full scale): pixels}."""
     extra = sorted((v, s) for v, s in values if v not in (0, s))
     if not extra:
         return None
     scale = max(s for _, s in values)
     shown = ", ".join(f"{v:g}" for v, _ in extra[:6]) + (" ..." if len(extra) > 6 else "")
-    pixels = sum(values[e] for e in extra)
     cut = {1: "0.5 of 1", 255: "128 of 255", 65535: "32768 of 65535"}[scale]
     below = [(v, s) for v, s in extra if v * 2 < s]
-    low = [f"{v:g}" for v, _ in below]
-    low = (", ".join(low) if len(low) <= 3 else f"the {len(low)} values below half") + \
-        f" ({sum(values[b] for b in below)} pixels)" + (" is" if len(low) == 1 else " are") + \
-        " background" if low else "none is background"
+    low = "none is background"
+    if below:
+        named = ", ".join(f"{v:g}" for v, _ in below) if len(below) <= 3 else f"the {len(below)} values below half"
+        low = f"{named} ({sum(values[b] for b in below)} pixels) {'is' if len(below) == 1 else 'are'} background"
     return (f"masks hold {len(extra)} value{'s' if len(extra) > 1 else ''} besides 0 and {scale} ({shown}) on "
-            f"{pixels} pixels; a pixel is foreground when it is at least half the full scale (>= {cut}), "
-            f"so {low}")
+            f"{sum(values[e] for e in extra)} pixels; a pixel is foreground when it is at least half the full "
+            f"scale (>= {cut}), so {low}")
+
+
+def warn_about(folder, note):
+    """The notes of one folder (read_files) as warnings: conversions, and mask values besides the levels."""
+    for line in sorted(note.get("converted", ())) + [mask_rule(note.get("values", {}))]:
+        if line:
+            warnings.warn(f"{folder}: {line}", stacklevel=3)
 
 
 def _read_folder(folder, is_mask, notes):
     """Every page of every file in `folder` -> (list of (H, W) uint8, one name per page, the files)."""
-    arrays, names, files = [], [], read_files(_image_files(folder), is_mask, notes)
+    arrays, names, files = [], [], read_files(image_files(folder), is_mask, notes)
     for path, pages in files:
         arrays += pages
         names += [path] if len(pages) == 1 else [f"{path} (page {k + 1})" for k in range(len(pages))]
     return arrays, names, [path for path, _ in files]
 
 
-def pair_files(images, image_files, masks, mask_files, image_dir, mask_dir):
-    """Check that slices and masks pair: by file (names and slice numbers) when both folders hold
-    one file per slice, else by page count. Returns whether slice numbers were compared."""
-    if len(image_files) == len(images) and len(mask_files) == len(masks):
-        return check_pairs(image_files, mask_files, image_dir, mask_dir)
-    if len(masks) != len(images):
-        raise DataError(f"{image_dir} holds {len(images)} slices but {mask_dir} holds {len(masks)} masks; "
-                        "every slice needs exactly one mask")
-    return False
-
-
-def _hw(shape):
+def hw(shape):
+    """'768x1024' for an (H, W) shape."""
     return f"{shape[0]}x{shape[1]}"
 
 
-def check_pairs(image_files, mask_files, image_dir, mask_dir):
-    """Refuse images and masks whose file names carry slice numbers that disagree.
+def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
+    """Refuse slices and masks that do not pair -> whether their slice numbers were compared.
 
-    Files pair in natural order. When both folders hold one file per slice and both sets of names
-    carry slice numbers (`slice_numbers`), every pair must carry the same number; a folder with a
-    different count of files is refused naming the first image with no mask of its number.
-    Returns True when the numbers were checked, False when the names could not tell.
+    Files pair in natural name order. When both folders hold one file per slice and both sets of names
+    carry slice numbers (`slice_numbers`), each pair must carry the same number, and a folder with a
+    different count of files is refused naming the first image with no mask of its number. Stacks
+    pair page by page.
     """
-    xs, ys = slice_numbers(image_files), slice_numbers(mask_files)
-    numbered = None not in xs and None not in ys
-    if len(image_files) != len(mask_files):
-        lonely = ""
-        if numbered:
-            spare = [(f, n) for f, n in zip(image_files, xs) if n not in set(ys)]
-            if spare:
-                lonely = f"; {spare[0][0]} has none (no mask file carries slice number {spare[0][1]})"
-        raise DataError(f"{image_dir} holds {len(image_files)} images but {mask_dir} holds "
-                        f"{len(mask_files)} masks{lonely}; every image needs exactly one mask")
-    if not numbered:
+    if len(x_files) != n_images or len(y_files) != n_masks:  # stacks: nothing to compare but the counts
+        if n_masks != n_images:
+            raise DataError(f"{x_dir} holds {n_images} slices but {y_dir} holds {n_masks} masks; every slice "
+                            "needs exactly one mask")
         return False
-    for image, mask, a, b in zip(image_files, mask_files, xs, ys):
-        if a != b:
+    xs, ys = slice_numbers(x_files), slice_numbers(y_files)
+    numbered = None not in xs and None not in ys
+    if len(x_files) != len(y_files):
+        spare = [(f, n) for f, n in zip(x_files, xs) if numbered and n not in set(ys)]
+        lonely = f"; {spare[0][0]} has none (no mask file carries slice number {spare[0][1]})" if spare else ""
+        raise DataError(f"{x_dir} holds {len(x_files)} images but {y_dir} holds {len(y_files)} masks{lonely}; "
+                        "every image needs exactly one mask")
+    for image, mask, a, b in zip(x_files, y_files, xs, ys):
+        if numbered and a != b:
             raise DataError(f"{image} would be paired with {mask}, but their names carry slice numbers {a} and "
                             f"{b}; rename the files so that each image and its mask carry the same number "
                             "(files pair in natural name order: 2 before 10)")
-    return True
+    return numbered
 
 
 @dataclass
@@ -347,38 +300,37 @@ def read_split(root, split, masks=True):
     layout, folders = find_layout(root)
     x_dir, y_dir = folders[split]
     notes = {"images": {}, "masks": {}}
-    images, image_names, image_files = _read_folder(x_dir, False, notes["images"])
+    images, image_names, x_files = _read_folder(x_dir, False, notes["images"])
     labels, label_names, checked = None, None, False
     if masks:
-        labels, label_names, label_files = _read_folder(y_dir, True, notes["masks"])
-        checked = pair_files(images, image_files, labels, label_files, x_dir, y_dir)
+        labels, label_names, y_files = _read_folder(y_dir, True, notes["masks"])
+        checked = pair_files(len(images), x_files, len(labels), y_files, x_dir, y_dir)
         for image, label, image_name, label_name in zip(images, labels, image_names, label_names):
             if image.shape != label.shape:
-                raise DataError(f"{label_name}: mask is {_hw(label.shape)} but its image "
-                                f"{image_name} is {_hw(image.shape)} (HxW); a mask must match "
+                raise DataError(f"{label_name}: mask is {hw(label.shape)} but its image "
+                                f"{image_name} is {hw(image.shape)} (HxW); a mask must match "
                                 "its image pixel for pixel")
     usual = Counter(a.shape for a in images).most_common(1)[0][0]
     for image, image_name in zip(images, image_names):
         if image.shape != usual:
-            raise DataError(f"{image_name}: slice is {_hw(image.shape)} but the other slices of "
-                            f"{x_dir} are {_hw(usual)} (HxW); crop or pad the slices of a split to one size")
+            raise DataError(f"{image_name}: slice is {hw(image.shape)} but the other slices of "
+                            f"{x_dir} are {hw(usual)} (HxW); crop or pad the slices of a split to one size")
     return Split(np.stack(images), np.stack(labels) if masks else None, image_names, label_names,
                  layout, (x_dir, y_dir), notes, checked, split)
 
 
-def load_split(root, split, masks=True):
-    """Load `split` of a data-set folder -> ((n, H, W) uint8, (n, H, W) uint8 in {0, 1} or None).
+def warn_notes(part):
+    """The notes of a loaded Split as warnings, one per folder and kind (warn_about). Returns the Split."""
+    for folder, key in zip(part.folders, ("images", "masks")):
+        warn_about(folder, part.notes[key])
+    return part
 
-    `read_split` with its notes as warnings (one per folder and kind): conversions, and mask values
-    besides the two levels with the rule applied to them.
-    """
-    s = read_split(root, split, masks)
-    for folder, key in zip(s.folders, ("images", "masks")):
-        note = s.notes[key]
-        for line in sorted(note.get("converted", ())) + [mask_rule(note.get("values", set()))]:
-            if line:
-                warnings.warn(f"{folder}: {line}", stacklevel=2)
-    return s.images, s.masks
+
+def load_split(root, split, masks=True):
+    """Load `split` of a data-set folder -> ((n, H, W) uint8, (n, H, W) uint8 in {0, 1} or None),
+    `read_split` with its notes as warnings."""
+    part = warn_notes(read_split(root, split, masks))
+    return part.images, part.masks
 
 
 # ---------------------------------------------------------------- the data report: python data.py DIR
@@ -395,7 +347,8 @@ def describe_split(s, root):
     """The report's lines for one loaded Split: size, types, conversions, mask values, pairs."""
     rel = lambda path: os.path.relpath(path, root)  # noqa: E731
     n, height, width = s.images.shape
-    lines = [f"{s.split}: {n} slices of {height}x{width} from {rel(s.folders[0])}, images {_modes(s.notes['images'])}"]
+    lines = [f"{s.split}: {n} slices of {height}x{width} from {rel(s.folders[0])}, images "
+             f"{_modes(s.notes['images'])}"]
     converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
     lines.append(f"  converted: {'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
     if s.masks is None:
@@ -529,11 +482,11 @@ def rotate(image, angle_deg, order=1):
 ROTATIONS = ("any", "any-nearest", "right")
 
 
-def _random_geometry(rng, rotation="any"):
+def random_geometry(rng, rotation="any"):
     """Draw one DA transform (angle in degrees, horizontal flip, vertical flip); flips p=0.5.
 
     "any", "any-nearest": angle uniform in [-180, 180] (a float). "right": 0, 90, 180 or 270 with
-    equal chance, as an int, which `_apply_geometry` applies with np.rot90 (no resampling).
+    equal chance, as an int, which `apply_geometry` applies with np.rot90 (no resampling).
     """
     if rotation == "right":
         angle = 90 * int(rng.integers(4))
@@ -544,12 +497,12 @@ def _random_geometry(rng, rotation="any"):
     return angle, rng.random() < 0.5, rng.random() < 0.5
 
 
-def _image_order(rotation):
+def image_order(rotation):
     """Interpolation order for the image (0 nearest, 1 bilinear); masks are always nearest."""
     return 0 if rotation == "any-nearest" else 1
 
 
-def _apply_geometry(array, geometry, order):
+def apply_geometry(array, geometry, order):
     angle, hflip, vflip = geometry
     if isinstance(angle, int):                                 # a right angle: exact, any dtype
         out = np.rot90(array, angle // 90)                     # (T, T) counter-clockwise
@@ -564,10 +517,10 @@ def _apply_geometry(array, geometry, order):
 
 def augment_pair(image, mask, rng, rotation="any"):
     """The same random rotation and flips on image and mask -> (float32 in [0,1], uint8 {0,1})."""
-    geometry = _random_geometry(rng, rotation)
+    geometry = random_geometry(rng, rotation)
     scale = 255.0 if image.dtype == np.uint8 else 1.0
-    image = _apply_geometry(image.astype(np.float32) / scale, geometry, _image_order(rotation))
-    mask = _apply_geometry(mask, geometry, order=0)            # (T, T) uint8 in {0, 1}
+    image = apply_geometry(image.astype(np.float32) / scale, geometry, image_order(rotation))
+    mask = apply_geometry(mask, geometry, order=0)            # (T, T) uint8 in {0, 1}
     return np.clip(image, 0.0, 1.0), mask                      # (T, T) float32 in [0, 1]
 
 
@@ -612,8 +565,8 @@ class TileDataset(torch.utils.data.Dataset):
                 x, y = image.astype(np.float32) / 255.0, mask
             return _tensor(x), _tensor(y)
         if self.augment:
-            x = _apply_geometry(image.astype(np.float32), _random_geometry(rng, self.rotation),
-                                _image_order(self.rotation))
+            x = apply_geometry(image.astype(np.float32), random_geometry(rng, self.rotation),
+                                image_order(self.rotation))
             image = np.clip(np.round(x), 0, 255).astype(np.uint8)  # (T, T) uint8
         clean = image.astype(np.float32) / 255.0                # (T, T) float32 in [0, 1]
         if self.degrade is None:
@@ -654,207 +607,6 @@ class CropDataset(TileDataset):
 
 def _tensor(array):
     return torch.from_numpy(np.asarray(array, dtype=np.float32).copy())[None]  # (1, T, T)
-
-
-# ---------------------------------------------------------------- synthetic EM (SPEC §7)
-
-@dataclass(frozen=True)
-class EMStyle:
-    """The look of one synthetic microscope; grey levels in [0, 1], lengths in pixels."""
-    cytoplasm: float  # mean grey of the cytoplasm
-    contrast: float   # gain on everything that departs from it (structures and texture)
-    noise: float      # std of the independent per-pixel noise
-    grain: float      # correlation length of the finest cytoplasm texture
-    scale: float      # size of cells, organelles and coarse texture relative to domain "a"
-
-
-# Two "microscopes" differing as Lucchi++ (FIB-SEM) and Kasthuri++ (ssEM) do (§4.1, App. A)
-DOMAINS = {"a": EMStyle(cytoplasm=0.60, contrast=1.00, noise=0.035, grain=1.0, scale=1.0),
-           "b": EMStyle(cytoplasm=0.70, contrast=0.75, noise=0.060, grain=0.6, scale=0.7)}
-# Probe points (along, across) in units of a candidate's half-extent: a cheap first overlap test
-_PROBE_ALONG, _PROBE_ACROSS = (g.ravel() for g in np.meshgrid(np.linspace(-1, 1, 7), (-1, 0, 1)))
-
-
-def _smooth_noise(rng, shape, sigma):
-    """Periodic Gaussian random field of correlation length sigma -> (H, W) float32, std 1."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    # white noise filtered by a Gaussian, drawn directly in Fourier space where it is not ~0
-    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))  # (H, W//2+1) float64
-    keep = transfer > 1e-4
-    n = int(keep.sum())
-    spectrum = np.zeros(transfer.shape, np.complex64)
-    spectrum[keep] = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * transfer[keep]
-    field = np.fft.irfft2(spectrum, s=shape)                   # (H, W) float
-    return (field / field.std()).astype(np.float32)
-
-
-def _gaussian_blur(image, sigma):
-    """degrade.py's separable Gaussian (cut at 4 sigma), mirrored border -> (H, W) float32."""
-    taps = gaussian_kernel1d(sigma)                            # (2r+1,) float64, sums to 1
-    return convolve_separable(image, taps, taps, "symmetric").astype(np.float32)  # (H, W)
-
-
-def _box(cy, cx, extent, shape):
-    """Window around (cy, cx) clipped to the image -> (rows, cols, y, x) with y (h, 1), x (1, w)."""
-    y0, x0 = (min(max(int(c - extent), 0), n) for c, n in ((cy, shape[0]), (cx, shape[1])))
-    y1 = min(max(int(cy + extent) + 2, y0), shape[0])
-    x1 = min(max(int(cx + extent) + 2, x0), shape[1])
-    y = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
-    x = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
-    return slice(y0, y1), slice(x0, x1), y, x
-
-
-def _cell_walls(rng, shape, s):
-    """Neuropil: walls of additively weighted Voronoi cells in smoothly warped coordinates.
-
-    Returns membrane strength (H, W) float32 in [0, 1.3], cell index (H, W) and the warp (2, H, W).
-    """
-    warp = np.stack([7 * s * _smooth_noise(rng, shape, 14 * s) for _ in range(2)])  # (2, H, W)
-    wy = np.arange(0, shape[0], 2, dtype=np.float32)[:, None] + warp[0, ::2, ::2]  # half res
-    wx = np.arange(0, shape[1], 2, dtype=np.float32)[None, :] + warp[1, ::2, ::2]
-    n_cells = max(2, round(shape[0] * shape[1] / (70 * s) ** 2))
-    seeds = rng.uniform((0, 0), shape, size=(n_cells, 2)).astype(np.float32)
-    reach = rng.uniform(0, 35 * s, size=n_cells).astype(np.float32)  # unequal cell sizes
-    nearest = np.full(wy.shape, np.inf, np.float32)
-    owner = np.zeros(wy.shape, np.int32)
-    for k, (py, px) in enumerate(seeds):
-        d = np.sqrt((wy - py) ** 2 + (wx - px) ** 2) - reach[k]
-        np.copyto(owner, k, where=d < nearest)
-        np.minimum(nearest, d, out=nearest)
-    owner = owner.repeat(2, 0).repeat(2, 1)[:shape[0], :shape[1]]  # (H, W) int32
-    line = np.zeros(shape, np.float32)                         # 1 on the pixels where cells meet
-    line[:-1] = owner[:-1] != owner[1:]
-    line[:, :-1] = np.maximum(line[:, :-1], owner[:, :-1] != owner[:, 1:])
-    sigma = 1.6 * s                                            # a blurred line: peak ~1
-    walls = np.minimum(_gaussian_blur(line, sigma) * (np.sqrt(2 * np.pi) * sigma), 1.3)
-    return walls, owner, n_cells, warp
-
-
-def _mitochondrion(sd, along, across, rng, s):
-    """Darkness of one mitochondrion from its signed distance: matrix, double membrane, cristae."""
-    matrix = rng.uniform(0.12, 0.18) / (1 + np.exp(sd / (0.6 * s)))
-    membranes = 0.24 * np.exp(-((sd + 1.0 * s) / (0.8 * s)) ** 2) \
-        + 0.18 * np.exp(-((sd + 3.4 * s) / (0.8 * s)) ** 2)
-    inside_inner = np.clip((-sd - 4.2 * s) / (1.5 * s), 0, 1)
-    # cristae: wavy lamellae across the short axis, i.e. a stripe pattern along the long axis
-    wave = along + 1.3 * s * np.sin(across / (2.5 * s) + rng.uniform(0, 2 * np.pi))
-    phase = 2 * np.pi * wave / (rng.uniform(6.5, 9.5) * s) + rng.uniform(0, 2 * np.pi)
-    cristae = rng.uniform(0.18, 0.26) * inside_inner * (np.clip(np.cos(phase), 0, 1) ** 2 - 0.3)
-    return matrix + membranes + cristae
-
-
-def _place_mitochondria(rng, walls, warp, s, darkness, taken):
-    """Capsules inside cells, none touching another -> mask (H, W) bool; paints darkness."""
-    shape = walls.shape
-    mask = np.zeros(shape, bool)
-    target, area = rng.uniform(0.07, 0.12) * mask.size, 0     # ~10% foreground
-    for _ in range(int(2000 * mask.size / 512 ** 2) + 100):   # tries, most fail the probe
-        if area >= target:
-            break
-        radius, half = rng.uniform(9, 17) * s, rng.uniform(4, 32) * s
-        theta, cy, cx = rng.uniform(0, np.pi), rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        cos, sin = np.cos(theta), np.sin(theta)
-        pa, pc = _PROBE_ALONG * (half + radius), _PROBE_ACROSS * radius
-        py = np.clip(cy + pa * sin + pc * cos, 0, shape[0] - 1).astype(int)
-        px = np.clip(cx + pa * cos - pc * sin, 0, shape[1] - 1).astype(int)
-        if taken[py, px].any() or (walls[py, px] > 0.2).any():
-            continue
-        rows, cols, y, x = _box(cy, cx, half + radius + 8 * s, shape)
-        y, x = y + 0.4 * warp[0, rows, cols], x + 0.4 * warp[1, rows, cols]  # gently bent
-        along, across = x * cos + y * sin, -x * sin + y * cos
-        sd = np.sqrt(np.maximum(np.abs(along) - half, 0) ** 2 + across ** 2) - radius
-        inside = sd < 0                                        # signed distance to the capsule
-        if not inside.any() or taken[rows, cols][sd < 2 * s].any() \
-                or (walls[rows, cols][sd < 3 * s] > 0.2).any():
-            continue
-        mask[rows, cols] |= inside
-        taken[rows, cols] |= sd < 6 * s
-        darkness[rows, cols] += _mitochondrion(sd, along, across, rng, s)
-        area += int(inside.sum())
-    return mask
-
-
-def _place_decoys(rng, s, darkness, taken):
-    """Dark things that are not mitochondria: vesicles (rings, often clustered) and blobs."""
-    shape, area_ratio = darkness.shape, darkness.size / 512 ** 2
-    centres = [rng.uniform((0, 0), shape, size=(rng.poisson(25 * area_ratio), 2))]
-    for _ in range(rng.poisson(4 * area_ratio)):
-        n = rng.integers(6, 20)
-        centres.append(rng.uniform((0, 0), shape) + rng.normal(0, 14 * s, size=(n, 2)))
-    for cy, cx in np.concatenate(centres):
-        r = rng.uniform(3.0, 5.5) * s
-        rows, cols, y, x = _box(cy, cx, r + 4 * s, shape)
-        d = np.sqrt(y ** 2 + x ** 2)
-        if not taken[rows, cols][d < r + 1].any():
-            darkness[rows, cols] += 0.35 * np.exp(-((d - r) / (0.8 * s)) ** 2) - 0.06 * (d < r)
-    target, area = rng.uniform(0.03, 0.05) * darkness.size, 0  # blobs as dark as mitochondria
-    for _ in range(int(400 * area_ratio) + 50):
-        if area >= target:
-            break
-        r, cy, cx = rng.uniform(6, 15) * s, rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        rows, cols, y, x = _box(cy, cx, 1.3 * r + 3, shape)
-        phi = np.arctan2(y, x)
-        lobes = 0.15 * np.sin(2 * phi + rng.uniform(0, 2 * np.pi)) \
-            + 0.08 * np.sin(3 * phi + rng.uniform(0, 2 * np.pi))
-        sd = np.sqrt(y ** 2 + x ** 2) - r * (1 + lobes)
-        if taken[rows, cols][sd < 2].any():
-            continue
-        darkness[rows, cols] += rng.uniform(0.25, 0.40) / (1 + np.exp(sd / (0.8 * s)))
-        taken[rows, cols] |= sd < 0
-        area += int((sd < 0).sum())
-
-
-def _synthetic_slice(rng, height, width, style):
-    """One EM-like slice -> ((H, W) uint8, (H, W) uint8 in {0, 1})."""
-    shape, s = (height, width), style.scale
-    walls, owner, n_cells, warp = _cell_walls(rng, shape, s)
-    darkness = np.zeros(shape, np.float32)                     # how much darker than cytoplasm
-    taken = np.zeros(shape, bool)                              # kept free of other objects
-    mask = _place_mitochondria(rng, walls, warp, s, darkness, taken)
-    _place_decoys(rng, s, darkness, taken)
-    membranes = 0.45 * walls * np.clip(0.8 + 0.25 * _smooth_noise(rng, shape, 8 * s), 0.3, 1.2)
-    texture = (0.045 * _smooth_noise(rng, shape, style.grain)  # grain at three scales
-               + 0.03 * _smooth_noise(rng, shape, 3.5 * s)
-               + 0.04 * _smooth_noise(rng, shape, 20 * s))
-    cell_grey = rng.normal(0.0, 0.035, n_cells).astype(np.float32)[owner]
-    grey = texture + cell_grey - _gaussian_blur(darkness + membranes, 0.8)  # blur: the beam spot
-    grey = style.cytoplasm + style.contrast * grey + style.noise * rng.standard_normal(
-        shape, dtype=np.float32)                               # (H, W) float32 ~[0, 1]
-    return np.clip(np.round(grey * 255), 0, 255).astype(np.uint8), mask.astype(np.uint8)
-
-
-def synthetic_em(n_images, height=512, width=512, seed=0, domain="a"):
-    """The built-in EM-like data set (SPEC §7) -> ((n, H, W) uint8, (n, H, W) uint8 in {0, 1}).
-
-    Slice i depends only on (seed, domain, i, H, W), so a longer set starts with the shorter one;
-    use different seeds for training and test sets. Sizes are in pixels and meant for sides of
-    128 or more: a 64-pixel slice holds one or two mitochondria, hence 15-35% foreground.
-    """
-    if domain not in DOMAINS:
-        raise ValueError(f"domain must be one of {sorted(DOMAINS)}, got {domain!r}")
-    images = np.empty((n_images, height, width), np.uint8)
-    masks = np.empty((n_images, height, width), np.uint8)
-    for i in range(n_images):
-        rng = np.random.default_rng([seed, sorted(DOMAINS).index(domain), i])
-        images[i], masks[i] = _synthetic_slice(rng, height, width, DOMAINS[domain])
-    return images, masks
-
-
-def best_threshold_iou(images, masks):
-    """Best IoU_F (Eq. 4.2) of one global threshold over the stack, either polarity, all 256.
-
-    Dark polarity predicts foreground where value <= t, bright where value >= t.
-    """
-    fg = masks.astype(bool)
-    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)     # (256,)
-    counts_fg = np.bincount(images[fg], minlength=256).astype(np.float64)      # (256,)
-    best = 0.0
-    for c_all, c_fg in ((counts, counts_fg), (counts[::-1], counts_fg[::-1])):
-        tp, predicted = np.cumsum(c_fg), np.cumsum(c_all)
-        union = predicted + counts_fg.sum() - tp
-        best = max(best, float(np.max(tp / np.maximum(union, 1))))
-    return best
 
 
 if __name__ == "__main__":

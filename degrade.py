@@ -10,7 +10,7 @@ scikit-image's `gaussian` (sigma 3) and the code's `emulate_LR` (noise, then sci
 down and up, bilinear). Each is pure: `(image (H, W) uint8, rng, **params) -> (H, W) uint8`.
 Where we differ from the thesis code: results are rounded (the code truncated with astype(uint8)
 after the Gaussian filter, defocus blur and low resolution, a -0.5 grey-level bias); salt and
-pepper writes exactly 0 or 255 (SPEC §5; imgaug draws Beta(0.5, 0.5) * 255: `binary=False`);
+pepper writes exactly 0 or 255, as its name says (imgaug's `binary=False` draws Beta(0.5, 0.5) * 255);
 low resolution returns exactly (H, W); the motion kernel is not quantised to uint8; blurs are
 true convolutions (OpenCV correlates, which only turns the random motion angle by 180 degrees).
 Appendix A: mean target histogram with the zero-padding fix, CDF matching, and OpenCV's CLAHE.

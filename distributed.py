@@ -4,11 +4,13 @@ Not in the thesis, which trained on one GPU (§4.3.2). `torchrun --nproc_per_nod
 N copies of train.py; each joins one process group, trains on its share of every batch, and the
 gradients are averaged during backward (DistributedDataParallel), so the N processes together take the
 steps one process would take with the whole batch. Without torchrun every helper here is a no-op and a
-run is exactly the single-process one. README "Several GPUs: torchrun" says how to launch it.
+run is exactly the single-process one. docs/speed.md says how to launch it.
 """
+import math
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -35,20 +37,60 @@ def join_torchrun(device):
     return device
 
 
+def steps_per_epoch(n, batch_size):
+    """Optimiser steps in an epoch of n samples: under torchrun each process takes batch_size / N of
+    every batch of its share of ceil(n / N) samples (as DistributedSampler deals them)."""
+    world_size = world()[1]
+    return math.ceil(math.ceil(n / world_size) / (batch_size // world_size))
+
+
+def check_batch(batch_size):
+    """Under torchrun the batch is shared by the processes: it must divide evenly."""
+    world_size = world()[1]
+    if batch_size % world_size:
+        from cli import UsageError
+        raise UsageError(f"--batch-size {batch_size} is the whole batch, shared by the {world_size} processes "
+                         f"of torchrun: use a multiple of {world_size}")
+
+
+def describe(batch_size):
+    """'' in one process; under torchrun, how the processes share each batch (for the run's first lines)."""
+    world_size = world()[1]
+    if world_size == 1:
+        return ""
+    return (f"; torchrun: {world_size} processes ({dist.get_backend()}), each trains {batch_size // world_size} "
+            f"of every batch of {batch_size}; rank 0 logs, saves and evaluates")
+
+
 def leave():
     """Leave the process group at the end of a run (nothing to do without torchrun)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def backend():
-    return dist.get_backend()
+def is_main():
+    """True in the process that logs, saves and evaluates: rank 0, or the only process."""
+    return world()[0] == 0
 
 
 def share_buffers(model):
-    """Copy rank 0's buffers (BatchNorm running statistics) to every process."""
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process (nothing in one process)."""
+    if world()[1] > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def mean(value):
+    """A Python number averaged over all processes' equal shares; unchanged in one process."""
+    world_size = world()[1]
+    return value if world_size == 1 else all_sum(value)[0] / world_size
+
+
+def seed_dropout(seed, epoch):
+    """Under torchrun, processes other than rank 0 draw dropout masks of their own, from (seed, epoch, rank)."""
+    rank = world()[0]
+    if rank > 0:
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
 def all_sum(*values):

@@ -2,13 +2,13 @@
 
 Thesis: §4.2 (evaluation of whole test slices: the CNNs in one pass, the transformers by the
 overlap-tile method of Fig. 4.2-4.3), §4.2.1 (Eq. 4.1 Dice and Eq. 4.2 IoU_F on the foreground
-class, threshold 0.5), Tables 5.2 and 5.4 (parameters, inference time per 256x256 patch, and the
-thesis's own numbers that ours are printed beside).
+class, threshold 0.5), Tables 5.2 and 5.4 (parameters and inference time per 256x256 patch).
 
 Training and prediction call the same `predict_slices`, so a mask written by `predict.py` is the
 mask that the run's own evaluation scored. The IoU_F that the thesis reports is the mean over test
 slices (`test_iou_f`); the pooled IoU over the whole stack (`test_iou_f_global`) and Dice both ways
-are reported beside it (SPEC §4). An empty prediction of an empty mask scores 1.
+are reported beside it (the protocol of 3D tools such as pytorch_connectomics). An empty prediction
+of an empty mask scores 1.
 Shapes: B batch, H x W a slice, n slices; NumPy comments give dtype and range.
 """
 import time
@@ -17,37 +17,6 @@ import numpy as np
 import torch
 
 import stitch
-
-# Parameter counts reported by the thesis, Tables 5.2 and 5.4 (millions), keyed (arch, size, F).
-THESIS_PARAMS = {
-    ("unet", None, 16): 1.95, ("attention_unet", None, 16): 1.99,
-    ("unetr2d", "mini", 32): 4.24, ("unetr2d", "small", 32): 9.34, ("unetr2d", "base", 32): 48.7,
-    ("unetr2d", "base", 8): 44.7, ("unetr2d", "base", 16): 45.6, ("unetr2d", "base", 64): 60.2,
-    ("ynetr2d", "mini", 32): 10.3, ("ynetr2d", "small", 32): 15.4, ("ynetr2d", "base", 32): 54.7,
-}
-
-# Inference ms per 256x256 patch on the thesis's RTX 3090 (mean ± std), Tables 5.2 and 5.4.
-THESIS_MS = {
-    ("unet", None, 16): "2.9 ± 1.1", ("attention_unet", None, 16): "2.9 ± 1.1",
-    ("unetr2d", "mini", 32): "4.7 ± 3.8", ("unetr2d", "small", 32): "5.4 ± 4.8",
-    ("unetr2d", "base", 32): "7.4 ± 7.7", ("ynetr2d", "mini", 32): "5.3 ± 4.9",
-    ("ynetr2d", "small", 32): "6.1 ± 5.8", ("ynetr2d", "base", 32): "8.4 ± 7.2",
-    ("unetr2d", "base", 8): "6.5 ± 7.5", ("unetr2d", "base", 16): "6.8 ± 7.7",
-    ("unetr2d", "base", 64): "10 ± 7.4",
-}
-
-# Test IoU_F (mean ± std of 10 runs), Table 5.4, keyed by data set then (arch, size).
-THESIS_IOU = {
-    "lucchi": {("unet", None): "0.903 ± 0.007", ("attention_unet", None): "0.906 ± 0.003",
-               ("unetr2d", "mini"): "0.861 ± 0.008", ("unetr2d", "small"): "0.857 ± 0.010",
-               ("unetr2d", "base"): "0.853 ± 0.010", ("ynetr2d", "mini"): "0.880 ± 0.024",
-               ("ynetr2d", "small"): "0.894 ± 0.009", ("ynetr2d", "base"): "0.892 ± 0.013"},
-    "kasthuri": {("unet", None): "0.910 ± 0.002", ("attention_unet", None): "0.910 ± 0.001",
-                 ("unetr2d", "mini"): "0.886 ± 0.004", ("unetr2d", "small"): "0.888 ± 0.003",
-                 ("unetr2d", "base"): "0.887 ± 0.004", ("ynetr2d", "mini"): "0.917 ± 0.003",
-                 ("ynetr2d", "small"): "0.916 ± 0.001", ("ynetr2d", "base"): "0.915 ± 0.002"},
-}
-
 
 # ---------------------------------------------------------------- metrics, Eq. 4.1-4.2 (§4.2.1)
 
@@ -76,7 +45,7 @@ def dice_coefficient(pred, mask):
 
 
 def evaluate_stack(probs, masks, threshold=0.5):
-    """Per-slice mean (the thesis's number) and pooled over the stack (SPEC §4), for IoU_F and Dice.
+    """Per-slice mean (the thesis's number) and pooled over the stack, for IoU_F and Dice.
 
     Also returns the per-slice values under "per_slice" as a list of {"iou_f", "dice"}.
     """
@@ -148,6 +117,12 @@ def time_inference(model, device, side=256, amp=False, warmup=5, repeats=None):
     return float(np.mean(times)), float(np.std(times))
 
 
+def inference_numbers(model, side, device, amp=False):
+    """Inference time per side x side patch as results.json keeps it (Tables 5.2/5.4 use 256x256)."""
+    mean, std = time_inference(model, device, side=side, amp=amp)
+    return {"inference_ms_per_patch": mean, "inference_ms_std": std, "inference_patch": side}
+
+
 def count_parameters(model):
     """(trainable parameters, trainable + BatchNorm running statistics as Keras counted them)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -184,6 +159,7 @@ def draw_curves(history, path, pretext):
 
     from PIL import Image, ImageDraw
 
+    history = history or [{"epoch": 0, "train_loss": math.nan, "val_loss": math.nan, "val_iou_f": math.nan}]
     img = Image.new("RGB", (900, 340), "white")
     draw = ImageDraw.Draw(img)
     epochs = [h["epoch"] for h in history]

@@ -4,23 +4,26 @@ Thesis: Tables 5.1-5.4 (U-Net, Attention U-Net, UNETR-2D, YNETR-2D and their siz
 Attention Y-Net), §3.3 (starting from another run's weights: `load_matching`).
 
 A checkpoint is a dict of plain data: "model" (the state_dict), "config" (arch, size, filters and
-model_kwargs: enough to build the network again), "args" (the run's settings) and, in last.pt,
+model_kwargs: enough to build the network again), "run" (the run's settings, train.RunConfig) and, in last.pt,
 "state" (optimiser, schedule and random states for --resume). It is read with
 torch.load(weights_only=True), so a file from elsewhere can hold only tensors, numbers, strings,
 lists and dicts, never code.
 """
-import json
+import inspect
 import os
 import pickle
 
 import torch
 
+import cli
+import evaluate
+import thesis_numbers
 import unet
 import unetr2d
 import ynetr2d
 
 
-class CheckpointError(Exception):
+class CheckpointError(cli.UsageError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit: one line, exit code 2."""
 
 
@@ -47,6 +50,50 @@ def build_model(arch, size="mini", filters=None, **kw):
     return spec["cls"](**kw)
 
 
+def model_kwargs(arch, tile=256, **knobs):
+    """Constructor keywords of `arch` from the model knobs that are set (None: the arch's thesis default).
+
+    A knob the arch has no argument for is the user's mistake (a UsageError naming its flag). The
+    transformers take the input side too (`img_size`: their position embedding depends on it).
+    """
+    kw = {k: v for k, v in knobs.items() if v is not None}
+    for key in kw:
+        if not accepts(arch, key):
+            raise cli.UsageError(f"--{key.replace('_', '-')} does not apply to --arch {arch}; drop the flag")
+    if ARCHS[arch]["sized"]:
+        kw["img_size"] = tile
+    return kw
+
+
+def accepts(arch, name):
+    """Whether `arch`'s constructor takes the keyword `name`."""
+    cls = ARCHS[arch]["cls"]
+    accepted = set(inspect.signature(cls).parameters)
+    if "kwargs" in accepted:  # AttentionUNet(**kwargs) passes everything on to UNet
+        accepted |= set(inspect.signature(cls.__mro__[1]).parameters)
+    return name in accepted
+
+
+def display_name(arch, size, filters):
+    """'unetr2d mini F=32', or 'unet F=16' for a CNN (the size is a transformer's)."""
+    return f"{arch} {size} F={filters}" if ARCHS[arch]["sized"] else f"{arch} F={filters}"
+
+
+def summary(arch, size, filters, kwargs):
+    """Lines: the parameter count at the thesis's 256x256 input, beside Table 5.2/5.4's."""
+    model = build_model(arch, size, filters, **({**kwargs, "img_size": 256} if ARCHS[arch]["sized"] else kwargs))
+    params, keras = evaluate.count_parameters(model)
+    thesis = thesis_numbers.params(arch, size if ARCHS[arch]["sized"] else None, filters)
+    lines = [f"{display_name(arch, size, filters)}: {params:,} trainable parameters "
+             f"({keras:,} with BatchNorm running statistics)"]
+    if thesis:
+        lines.append(f"thesis: {thesis}M (Tables 5.2/5.4); ours {params / 1e6:.3g}M, "
+                     f"{100 * (params / 1e6 / thesis - 1):+.2f}%")
+    else:
+        lines.append("thesis: no parameter count reported for this configuration")
+    return lines
+
+
 def set_bn_momentum(model, momentum):
     """Every BatchNorm's running-average update (torch convention: 0.01 = Keras's 0.99, the thesis code's)."""
     for module in model.modules():
@@ -54,25 +101,19 @@ def set_bn_momentum(model, momentum):
             module.momentum = momentum
 
 
-def thesis_key(arch, size, filters):
-    return (arch, size if ARCHS[arch]["sized"] else None, filters)
-
-
 # ----------------------------------------------------------------------------------------------
 # Checkpoints: written atomically, read as data only.
 
 def save_atomic(obj, path):
-    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
+    """torch.save to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
     tmp = f"{path}.tmp"
-    if path.endswith(".json"):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-    else:
-        torch.save(obj, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 CONFIG_KEYS = ("arch", "size", "filters", "model_kwargs")
+# What prediction needs of the run that wrote a checkpoint (train.RunConfig has them all).
+RUN_KEYS = ("preprocess", "target_hist", "threads", "channels_last")
 
 
 def rebuild(checkpoint, name="checkpoint"):
@@ -91,12 +132,12 @@ def rebuild(checkpoint, name="checkpoint"):
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config ({first}); "
                        "the file is damaged or was edited") from None
-    if checkpoint.get("args", {}).get("channels_last"):  # the run's layout, so its evaluation is reproduced exactly
+    if checkpoint["run"]["channels_last"]:  # the run's layout, so its evaluation is reproduced exactly
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def load_checkpoint(path, flag, keys=("model", "config", "args")):
+def load_checkpoint(path, flag, keys=("model", "config", "run")):
     """A checkpoint written by train.py, loaded as data only (weights_only=True: tensors, numbers,
     strings, lists and dicts), so a downloaded file cannot run code. Anything else is a CheckpointError
     with one line naming the file and what is wrong."""
@@ -117,8 +158,9 @@ def load_checkpoint(path, flag, keys=("model", "config", "args")):
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{name}: not a checkpoint written by train.py (a {type(ckpt).__name__}, not a dict)")
     missing = [k for k in keys if k not in ckpt]
-    missing += [f"config.{k}" for k in CONFIG_KEYS if "config" in keys and "config" not in missing
-                and (not isinstance(ckpt["config"], dict) or k not in ckpt["config"])]
+    for key, inner in (("config", CONFIG_KEYS), ("run", RUN_KEYS)):
+        if key in keys and key not in missing:
+            missing += [f"{key}.{k}" for k in inner if not isinstance(ckpt[key], dict) or k not in ckpt[key]]
     if missing:
         raise CheckpointError(f"{name}: not a checkpoint written by train.py (no {', '.join(missing)} inside)")
     if "model" in keys and not (isinstance(ckpt["model"], dict)
@@ -133,7 +175,7 @@ def load_matching(model, path):
     Returns (loaded, fresh): the names copied and the names left as initialised (a different
     output head, another input size's position embedding, a layer the source lacks).
     """
-    source = load_checkpoint(path, "--init", keys=("model",))["model"]
+    source = load_checkpoint(path, "--init-from", keys=("model",))["model"]
     own = model.state_dict()
     loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
     own.update({k: source[k] for k in loaded})

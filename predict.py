@@ -26,12 +26,48 @@ from PIL import Image, ImageDraw
 
 import cli
 import data
+import degrade
 import evaluate
 import models
-import train
 
 
 # ---------------------------------------------------------------- reading and writing slices
+
+def input_paths(path, role="images"):
+    """One image file, a folder of them (natural order), or a data-set folder -> list of paths.
+
+    A data-set folder gives its test split's images (role "images") or masks (role "masks").
+    """
+    if os.path.isfile(path):
+        if not path.lower().endswith(data.IMAGE_EXTENSIONS):
+            raise data.DataError(f"{path}: not a .png, .tif or .tiff file; pass an image, a multi-page "
+                            "TIFF stack or a folder of them")
+        return [path]
+    if os.path.isdir(path) and not any(n.lower().endswith(data.IMAGE_EXTENSIONS) for n in os.listdir(path)):
+        try:
+            _, folders = data.find_layout(path)
+        except data.DataError:
+            pass  # not a data set either: _image_files names the problem
+        else:
+            return data.image_files(folders["test"][role == "masks"])
+    return data.image_files(path)
+
+
+def mask_paths(path, image_dir):
+    """The mask files for the images of folder `image_dir`: a mask file, a folder of masks, or a
+    data-set folder, from which the masks of the split whose images folder is `image_dir` are taken
+    (its test masks when `image_dir` is none of its folders)."""
+    if os.path.isdir(path) and image_dir:
+        try:
+            _, folders = data.find_layout(path)
+        except data.DataError:
+            folders = {}
+        for x_dir, y_dir in folders.values():
+            if os.path.realpath(x_dir) == os.path.realpath(image_dir):
+                return data.image_files(y_dir)
+    return input_paths(path, role="masks")
+
+
 
 def output_paths(out, files, probabilities, n_overlays):
     """Every file prediction will write, keyed by input file: mask (and probability map) per input
@@ -66,10 +102,10 @@ def read_masks(path, files, input_path):
     if not os.path.exists(path):
         raise cli.UsageError(f"--masks {path}: no such file or folder")
     image_dir = input_path if os.path.isdir(input_path) else os.path.dirname(files[0][0])
-    mask_files = data.read_files(data.mask_paths(path, image_dir), is_mask=True)
+    mask_files = data.read_files(mask_paths(path, image_dir), is_mask=True)
     masks = [m for _, pages in mask_files for m in pages]
     slices = [p for _, pages in files for p in pages]
-    data.pair_files(slices, [f for f, _ in files], masks, [f for f, _ in mask_files], image_dir, path)
+    data.pair_files(len(slices), [f for f, _ in files], len(masks), [f for f, _ in mask_files], image_dir, path)
     for k, (mask, image) in enumerate(zip(masks, slices)):
         if mask.shape != image.shape:
             raise cli.UsageError(f"--masks {path}: mask {k + 1} is {mask.shape[0]}x{mask.shape[1]} but its slice is "
@@ -88,7 +124,7 @@ def segment(args, model, device, files):
         targets.append(os.path.join(args.out, "metrics.json"))
     existing = [p for p in targets if os.path.exists(p)]
     if existing and not args.overwrite:
-        raise train.RunError(f"{existing[0]} already exists ({len(existing)} output file(s) would be replaced); "
+        raise cli.UsageError(f"{existing[0]} already exists ({len(existing)} output file(s) would be replaced); "
                              "choose another --out or add --overwrite")
     os.makedirs(args.out, exist_ok=True)
     slices = [(entry, page) for entry, (_, pages) in zip(plan, files) for page in pages]
@@ -115,8 +151,8 @@ def segment(args, model, device, files):
         print(f"{name}: IoU_F {s['iou_f']:.4f}  Dice {s['dice']:.4f}")
     print(f"per-slice mean IoU_F {metrics['test_iou_f']:.4f} (pooled {metrics['test_iou_f_global']:.4f}), "
           f"Dice {metrics['test_dice']:.4f} (pooled {metrics['test_dice_global']:.4f})")
-    models.save_atomic({**metrics, "checkpoint": args.checkpoint, "threshold": args.threshold},
-                      os.path.join(args.out, "metrics.json"))
+    cli.write_json({**metrics, "checkpoint": args.checkpoint, "threshold": args.threshold},
+                   os.path.join(args.out, "metrics.json"))
     return {"probabilities": probs, **metrics}
 
 
@@ -177,14 +213,14 @@ def attention_figures(args, model, device, image, name):
     """Per-layer grids of every head's attention for one query patch, and the rollout (PNG files)."""
     encoder = getattr(model, "encoder", None)
     if not hasattr(encoder, "attention_maps"):
-        raise train.RunError(f"--attention: {args.checkpoint} holds a CNN; attention maps need a UNETR-2D or "
+        raise cli.UsageError(f"--attention: {args.checkpoint} holds a CNN; attention maps need a UNETR-2D or "
                              "YNETR-2D checkpoint")
     side, patch = model.img_size, model.patch_size
     grid = side // patch
     centre = args.window_at or (image.shape[0] // 2, image.shape[1] // 2)
     query = args.query_patch or (grid // 2, grid // 2)
     if not all(0 <= q < grid for q in query):
-        raise train.RunError(f"--query-patch {query[0]},{query[1]}: outside the {grid}x{grid} patch grid; "
+        raise cli.UsageError(f"--query-patch {query[0]},{query[1]}: outside the {grid}x{grid} patch grid; "
                              f"use I,J in 0..{grid - 1}")
     window, (top, left) = cut_window(image, centre, side)  # (T, T) uint8
     stem = os.path.splitext(os.path.basename(name))[0]
@@ -192,7 +228,7 @@ def attention_figures(args, model, device, image, name):
     paths.append(os.path.join(args.out, f"{stem}_attention_rollout.png"))
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not args.overwrite:
-        raise train.RunError(f"{existing[0]} already exists; choose another --out or add --overwrite")
+        raise cli.UsageError(f"{existing[0]} already exists; choose another --out or add --overwrite")
     os.makedirs(args.out, exist_ok=True)
     model.eval()
     x = torch.from_numpy(window.astype(np.float32) / 255.0)[None, None].to(device)  # (1, 1, T, T)
@@ -228,31 +264,28 @@ def pair(text):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Segment EM slices with a best.pt/last.pt of train.py (§4.2), or "
+    p = cli.ArgumentParser(description="Segment EM slices with a best.pt/last.pt of train.py (§4.2), or "
                                 "draw a transformer's attention (--attention).")
     p.add_argument("checkpoint", help="a best.pt or last.pt written by train.py")
     p.add_argument("input", help="one PNG/TIFF slice, a multi-page TIFF stack, or a folder of them")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is foreground "
-                   "(§4.2.1: 0.5)")
+    p.add_argument("--threshold", type=cli.weight, default=0.5, help="probability above which a pixel is "
+                   "foreground (§4.2.1: 0.5)")
     p.add_argument("--probabilities", action="store_true", help="also write 8-bit probability maps")
     p.add_argument("--masks", help="ground-truth masks (file or folder) to score IoU_F and Dice against")
-    p.add_argument("--overlays", type=train.positive(int, 0), default=3, help="overlay PNGs for the first N slices")
+    p.add_argument("--overlays", type=cli.at_least(int, 0), default=3, help="overlay PNGs for the first N slices")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU with bf16 units)")
     a = p.add_argument_group("attention maps (UNETR-2D / YNETR-2D)")
     a.add_argument("--attention", action="store_true", help="draw every head's attention and the rollout")
     a.add_argument("--window-at", type=pair, metavar="Y,X", help="centre of the window (default: image centre)")
     a.add_argument("--query-patch", type=pair, metavar="I,J", help="query patch row,column (default: grid centre)")
-    args = p.parse_args(argv)
-    if not 0.0 <= args.threshold <= 1.0:
-        raise train.RunError(f"--threshold {args.threshold}: must lie in [0, 1]")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None):
-    return train.cli(run_command, argv)
+    return cli.main(run_command, argv)
 
 
 def run_command(argv):
@@ -261,15 +294,16 @@ def run_command(argv):
     ckpt = models.load_checkpoint(args.checkpoint, "checkpoint")
     model = models.rebuild(ckpt, f"checkpoint {args.checkpoint}")
     if not os.path.exists(args.input):
-        raise train.RunError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
-    files = data.read_files(data.image_paths(args.input))
-    saved = argparse.Namespace(**ckpt["args"])  # --preprocess of the run (App. A) applies to new slices too
-    files = [(path, list(train.preprocess(saved, pages))) for path, pages in files]
-    device = train.pick_device(args.device)
+        raise cli.UsageError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
+    files = data.read_files(input_paths(args.input))
+    run = ckpt["run"]  # the run's --preprocess (App. A) applies to new slices too
+    hist = np.asarray(run["target_hist"]) if run["preprocess"] == "hist_match" else None
+    files = [(path, list(degrade.preprocess(pages, run["preprocess"], hist))) for path, pages in files]
+    device = cli.pick_device(args.device)
     model = model.to(device)
     threads = torch.get_num_threads()
-    if getattr(saved, "threads", None):  # the run's CPU threads: its evaluation's rounding, reproduced exactly
-        torch.set_num_threads(saved.threads)
+    if run["threads"]:  # the run's CPU threads: its evaluation's rounding, reproduced exactly
+        torch.set_num_threads(run["threads"])
     try:
         if args.attention:
             path, pages = files[0]

@@ -2,9 +2,9 @@
 what it should (stage 2 lowers the reconstruction loss, stage 3 leaves the encoder bit for bit
 unchanged), target masks are never needed for training, the preprocessing reaches the model's input,
 and Table A.1's thesis column is the thesis's."""
+import concurrent.futures
 import os
-import re
-import sys
+import pickle
 
 import numpy as np
 import pytest
@@ -12,9 +12,13 @@ import torch
 from PIL import Image
 
 import adapt
+import cli
 import data
 import degrade
 import models
+import runs
+import synthetic
+import thesis_numbers
 import train
 import unet
 
@@ -24,7 +28,7 @@ TINY = ["--crops", "24", "--tile", "32", "--filters", "4", "--stage-epochs", "1"
 
 def _write_set(root, domain, seed, masks=True, n_train=3, n_test=2, side=64):
     for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 50)):
-        x, y = data.synthetic_em(n, side, side, seed=s, domain=domain)
+        x, y = synthetic.synthetic_em(n, side, side, seed=s, domain=domain)
         os.makedirs(os.path.join(root, split, "x"))
         if masks:
             os.makedirs(os.path.join(root, split, "y"))
@@ -65,9 +69,9 @@ def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_p
     snapshots = {}
     original_fit = train.fit
 
-    def spy(model, train_ds, val_ds, args, device, out, label=""):
+    def spy(model, train_ds, val_ds, cfg, device, out, *, meta, resume=False, label=""):
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        state = original_fit(model, train_ds, val_ds, args, device, out, label)
+        state = original_fit(model, train_ds, val_ds, cfg, device, out, meta=meta, resume=resume, label=label)
         snapshots[label] = (before, {k: v.clone() for k, v in model.state_dict().items()}, state)
         return state
 
@@ -92,7 +96,10 @@ def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_p
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     # the final checkpoint remembers its histogram matching, so prediction applies it too
     ckpt = models.load_checkpoint(str(out / "stage3-segmentation" / "best.pt"), "test")
-    assert ckpt["args"]["preprocess"] == "hist_match" and len(ckpt["args"]["target_hist"]) == 256
+    assert ckpt["run"]["preprocess"] == "hist_match" and len(ckpt["run"]["target_hist"]) == 256
+    # each stage's loop ran with its row of STAGES (App. A)
+    run = runs.RunConfig.from_dict(models.load_checkpoint(str(out / "stage1-joint" / "last.pt"), "test")["run"])
+    assert (run.fit.optimizer, run.fit.scheduler, run.fit.patience, run.fit.alpha) == ("sgd", "plateau", 7, 0.98)
 
 
 def test_a_target_without_masks_trains_end_to_end_and_resume_reuses_stages(domains, tmp_path, capsys):
@@ -133,10 +140,10 @@ def test_hist_match_reaches_the_tensors_the_model_sees(domains, tmp_path, monkey
 
 def test_clahe_preprocessing_is_applied_to_test_slices_as_well(domains, tmp_path):
     source, _ = domains
-    args = train.parse_args(["--arch", "unet", "--data", source, "--tile", "32", "--preprocess", "clahe"])
-    sets = train.load_datasets(args)
+    run = runs.make_config("unet", data=source, tile=32, preprocess="clahe")
+    slices, _ = train.load_slices(run)
     raw_test, _ = data.load_split(source, "test")
-    np.testing.assert_array_equal(sets["test"][0], np.stack([degrade.clahe(im) for im in raw_test]))
+    np.testing.assert_array_equal(slices["test"][0], np.stack([degrade.clahe(im) for im in raw_test]))
 
 
 def test_bad_adapt_arguments_exit_2(tmp_path, capsys):
@@ -148,46 +155,34 @@ def test_bad_adapt_arguments_exit_2(tmp_path, capsys):
         assert exit_info.value.code == 2 and expected in capsys.readouterr().err
 
 
-def test_table_thesis_column_is_the_thesis_table():
-    path = os.path.join(ROOT, "..", "shared", "thesis.txt")
-    if not os.path.isfile(path):
-        pytest.skip("thesis.txt is not beside the project")
-    text = open(path, encoding="utf-8").read()
-    rows = {"UNETR-2D Base": "unetr2d_base", "2D Attention U-Net [34] + CLAHE": "attention_unet_clahe",
-            "2D Attention U-Net [34] + HM": "attention_unet_hm", "2D Attention Y-Net + HM": "attention_ynet_hm",
-            "DAMT-Net": "damt_net", "2D Attention U-Net [34]\t": "attention_unet"}
-    for start, key in rows.items():
-        line = next(l for l in text.splitlines() if l.startswith(start) and "±" in l)
-        numbers = [n.replace("±", " ± ") for n in re.findall(r"\d\.\d{3}±\d\.\d{3}", line)]
-        assert tuple(numbers) == adapt.THESIS_TABLE[key][1:], key
-
-
 def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypatch, capsys):
-    """--jobs 2: one child process per direction (here run in-process by a stand-in for Popen), each
+    """--jobs 2: one worker per direction (here an in-process stand-in for the process pool), each
     computing only its own direction's cells; then the parent assembles the table from the cells."""
     source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
     calls, phase = [], ["parent"]
 
-    def cell(row):
-        def fake(src, tgt, seed, out, light, device):
-            calls.append((phase[0], row, os.path.basename(src), light))
-            return 0.5
-        return fake
+    def cell(row, src, tgt, seed, out, opts, device):
+        calls.append((phase[0], row, os.path.basename(src), opts.light))
+        return 0.5
 
-    monkeypatch.setattr(adapt, "ynet_cell", lambda *a: cell("attention_ynet_hm")(*a))
-    monkeypatch.setattr(adapt, "baseline_cell", lambda row, *a: cell(row)(*a))
+    monkeypatch.setattr(adapt, "ynet_cell", lambda *a: cell("attention_ynet_hm", *a))
+    monkeypatch.setattr(adapt, "baseline_cell", cell)
 
-    class Child:
-        def __init__(self, argv, stdout, stderr):
-            assert argv[:2] == [sys.executable, os.path.abspath(adapt.__file__)]
-            phase[0] = "child-" + argv[argv.index("--direction") + 1]
-            self.code = 0 if adapt.main(argv[2:]) is not None else 1
+    class InlinePool:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, opts, direction, log):
+            pickle.dumps((fn, opts))  # what the real pool sends to its worker
+            phase[0], future = f"child-{direction}", concurrent.futures.Future()
+            future.set_result(fn(opts, direction, log))
             phase[0] = "parent"
+            return future
 
-        def wait(self):
-            return self.code
-
-    monkeypatch.setattr(adapt.subprocess, "Popen", Child)
+    monkeypatch.setattr(adapt, "process_pool", InlinePool)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
@@ -196,18 +191,25 @@ def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypat
         assert torch.get_num_threads() == 3  # the light preset's one thread ends with the table
     finally:
         torch.set_num_threads(threads)
-    rows = {r for r in adapt.THESIS_TABLE if r != "damt_net"}
+    rows = {r for r in thesis_numbers.TABLE_A1 if r != "damt_net"}
     for who, domain in (("child-0", "a"), ("child-1", "b")):
         mine = [c for c in calls if c[0] == who]
         assert {c[1] for c in mine} == rows and {c[2] for c in mine} == {domain} and all(c[3] for c in mine)
     assert "| 2D Attention Y-Net + HM | 0.668 ± 0.020 | 0.704 ± 0.045 | 0.500 | 0.500 |" in capsys.readouterr().out
 
-    class Failing(Child):
-        def wait(self):
-            return 1
+    def failing(opts, only=None):
+        raise cli.UsageError("a cell could not train")
 
-    monkeypatch.setattr(adapt.subprocess, "Popen", Failing)
+    monkeypatch.setattr(adapt, "table_cells", failing)
     with pytest.raises(SystemExit) as exit_info:
         adapt.main(["--table", "--light", "--source", source, "--target", target, "--out", str(tmp_path / "u")])
     assert exit_info.value.code == 2
     assert "a direction of the table failed; see" in capsys.readouterr().err
+    assert "a cell could not train" in (tmp_path / "u" / "direction-0.log").read_text()
+
+
+def test_the_real_process_pool_runs_both_directions_and_keeps_their_logs(tmp_path):
+    source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
+    opts = adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t"), rows=(), jobs=2, device="cpu")
+    adapt.run_directions_apart(opts)  # no rows: the workers start, find nothing to train, and finish
+    assert sorted(os.listdir(tmp_path / "t")) == ["direction-0.log", "direction-1.log"]

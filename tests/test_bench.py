@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import bench
 import distributed
 import evaluate
+import runs
 import train
 import unet
 import unetr2d
@@ -104,16 +105,15 @@ def test_train_flags_keep_the_curve(tmp_path, one_thread):
     plain = train.main(tiny + ["--no-channels-last", "--out", str(tmp_path / "plain")])
     nhwc = train.main(tiny + ["--out", str(tmp_path / "nhwc")])  # the demo preset's default
     low = train.main(tiny + ["--no-channels-last", "--amp", "--out", str(tmp_path / "amp")])
-    assert nhwc["args"]["channels_last"] and low["args"]["amp"] and not plain["args"]["channels_last"]
+    assert nhwc["run"]["channels_last"] and low["run"]["fit"]["amp"] and not plain["run"]["channels_last"]
     assert nhwc["best_val_loss"] == pytest.approx(plain["best_val_loss"], rel=1e-4)
     assert low["best_val_loss"] == pytest.approx(plain["best_val_loss"], rel=2e-2)
     assert low["best_val_loss"] != plain["best_val_loss"]  # bf16 really ran
 
 
 def test_fused_attention_flag_reaches_the_model_and_is_refused_for_cnns(capsys):
-    args = train.parse_args(["--arch", "unetr2d", "--fused-attention"])
-    assert train.model_kwargs(args)["fused_attention"] is True
-    assert "fused_attention" not in train.model_kwargs(train.parse_args(["--arch", "unetr2d"]))
+    assert runs.make_config("unetr2d", fused_attention=True).model_kwargs["fused_attention"] is True
+    assert "fused_attention" not in runs.make_config("unetr2d").model_kwargs
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--arch", "unet", "--fused-attention", "--summary"])
     assert exit_info.value.code == 2
@@ -131,3 +131,18 @@ def test_compiled_training_module_matches_eager(one_thread):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, expected", [(["--models", "vnet"], "--models: unknown model vnet"),
+                                            (["--variants", "fp16"], "unknown option fp16"),
+                                            (["--batch", "0"], "--batch"),
+                                            (["--json", "EXISTING"], "already exists")])
+def test_bench_mistakes_exit_2_with_one_line_and_keep_what_exists(tmp_path, capsys, argv, expected):
+    existing = tmp_path / "bench.json"
+    existing.write_text("{}")
+    argv = [str(existing) if a == "EXISTING" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv + ["--device", "cpu", "--models", "unet"] * ("--models" not in argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert existing.read_text() == "{}"

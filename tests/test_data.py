@@ -1,5 +1,5 @@
 """Tests for data.py: loader round trips and errors, tiling, validation split, augmentation,
-TileDataset reproducibility and the synthetic EM set (SPEC §1, §7). Generated data only."""
+TileDataset reproducibility. Generated data only (tests/test_synthetic.py covers the synthetic set)."""
 import math
 import os
 import warnings
@@ -389,59 +389,6 @@ def test_tile_dataset_denoising_pairs():
     np.testing.assert_allclose(plain[0].numpy(), images[3] / 255.0, atol=1e-7)
 
 
-# ---------------------------------------------------------------- synthetic EM
-
-def test_best_threshold_iou_matches_brute_force():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(2, 20, 20), dtype=np.uint8)
-    masks = ((images < 90) ^ (rng.random(images.shape) < 0.1)).astype(np.uint8)
-    brute = 0.0
-    for t in range(256):
-        for predicted in (images <= t, images >= t):
-            tp = (predicted & (masks == 1)).sum()
-            brute = max(brute, tp / (predicted | (masks == 1)).sum())
-    assert data.best_threshold_iou(images, masks) == pytest.approx(brute)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    return {d: data.synthetic_em(3, 256, 256, seed=0, domain=d) for d in ("a", "b")}
-
-
-def test_synthetic_em_shapes_and_foreground(synthetic):
-    for images, masks in synthetic.values():
-        assert images.shape == masks.shape == (3, 256, 256)
-        assert images.dtype == masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 1}
-        fraction = masks.mean(axis=(1, 2))
-        assert np.all((fraction >= 0.04) & (fraction <= 0.20)), fraction
-
-
-def test_synthetic_em_not_solvable_by_threshold(synthetic):
-    for images, masks in synthetic.values():
-        assert data.best_threshold_iou(images, masks) < 0.5
-        # mitochondria are darker than average, so the dark polarity is the one that nearly works
-        assert images[masks == 1].mean() < images[masks == 0].mean()
-
-
-def test_synthetic_em_reproducible(synthetic):
-    images, masks = data.synthetic_em(2, 256, 256, seed=0, domain="a")
-    np.testing.assert_array_equal(images, synthetic["a"][0][:2])  # a prefix of the longer set
-    np.testing.assert_array_equal(masks, synthetic["a"][1][:2])
-    other, _ = data.synthetic_em(1, 256, 256, seed=1, domain="a")
-    assert np.abs(other[0].astype(int) - images[0]).mean() > 10
-
-
-def test_synthetic_domains_differ(synthetic):
-    def stats(images):
-        x = images.astype(np.float64)
-        fine = np.abs(np.diff(x, axis=-1)).mean()               # pixel-to-pixel roughness
-        return x.mean(), x.std(), fine / x.std()
-    a, b = stats(synthetic["a"][0]), stats(synthetic["b"][0])
-    assert abs(a[0] - b[0]) > 10                                # brightness
-    assert a[1] > 1.1 * b[1]                                    # contrast
-    assert b[2] > 1.2 * a[2]                                    # noise relative to structure
-
-
 # ---------------------------------------------------------------- --rotation and --sampling crops
 
 def _dihedral(array):
@@ -488,9 +435,9 @@ def test_bilinear_any_angle_smooths_noise_and_the_other_modes_do_not():
     def roughness(a):
         return np.abs(np.diff(a, axis=1)).mean()
     geometry = (33.0, False, False)
-    assert roughness(data._apply_geometry(noise, geometry, order=1)) < 0.7 * roughness(noise)  # ~0.56
-    assert roughness(data._apply_geometry(noise, geometry, order=0)) > 0.85 * roughness(noise)  # ~0.92
-    np.testing.assert_array_equal(data._apply_geometry(noise, (90, False, True), order=1),
+    assert roughness(data.apply_geometry(noise, geometry, order=1)) < 0.7 * roughness(noise)  # ~0.56
+    assert roughness(data.apply_geometry(noise, geometry, order=0)) > 0.85 * roughness(noise)  # ~0.92
+    np.testing.assert_array_equal(data.apply_geometry(noise, (90, False, True), order=1),
                                   np.rot90(noise)[::-1])        # an int angle is exact
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 import attention
 import data
+import synthetic
 import evaluate
 import predict
 import train
@@ -42,7 +43,7 @@ def runs(tmp_path_factory):
         finally:
             evaluate.predict_slices = original
         found[arch] = {"out": out, "results": results, "probs": seen[-1]}
-    test_x, test_y = data.synthetic_em(3, 64, 64, seed=train.DEMO_DATA_SEED + 1)
+    test_x, test_y = synthetic.synthetic_em(3, 64, 64, seed=synthetic.TRAIN_SEED + 1)
     folder = tmp_path_factory.mktemp("slices")
     for i in range(3):
         Image.fromarray(test_x[i]).save(folder / f"slice_{i:03d}.tif")
@@ -135,7 +136,7 @@ def _bad_checkpoints(tmp_path, good):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
     cases["garbage.pt"] = ("not a checkpoint written by train.py", None)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
-    cases["foreign.pt"] = ("no model, config, args inside", None)
+    cases["foreign.pt"] = ("no model, config, run inside", None)
     no_size = {**ckpt, "config": {k: v for k, v in ckpt["config"].items() if k != "size"}}
     torch.save(no_size, tmp_path / "no_size.pt")
     cases["no_size.pt"] = ("no config.size inside", None)
@@ -168,11 +169,12 @@ def test_training_refuses_a_pickled_object_in_every_checkpoint_flag(runs, tmp_pa
     cases = _bad_checkpoints(tmp_path, found["unet"]["out"] / "best.pt")
     marker = cases["evil.pt"][1]
     evil = str(tmp_path / "evil.pt")
-    for argv in (["--eval-only", evil], ["--arch", "unet", *TINY, "--init", evil, "--out", str(tmp_path / "i")]):
+    for argv in (["--eval-only", evil], ["--arch", "unet", *TINY, "--init-from", evil, "--out", str(tmp_path / "i")]):
         with pytest.raises(SystemExit) as exit_info:
             train.main(argv)
         assert exit_info.value.code == 2
         assert "refused, the file holds Python objects" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()  # refused before the run folder was made
     resumed = tmp_path / "resumed"
     train.main(["--arch", "unet", *TINY, "--epochs", "0", "--out", str(resumed)])
     torch.save({**torch.load(resumed / "last.pt", weights_only=True), "payload": _RunsCode(marker)},

@@ -1,20 +1,23 @@
 """reproduce.py: a tiny table has the thesis's rows, columns and numbers; cells are reused, retrained
 one by one and extended by seed; Table 5.1's rows keep and discard components as §5.1.1; Table 5.5
-pre-trains before it fine-tunes; A1 hands over to adapt.py; bad input stops with exit code 2."""
+pre-trains before it fine-tunes; A1 runs adapt.table with the flags it understands; bad input stops with
+exit code 2."""
 import inspect
 import json
 import os
 
 import pytest
 
+import adapt
 import degrade
+import presets
 import reproduce
+import runs
 import train
 import unet
 import unetr2d
 
-TINY = ["--tile", "32", "--image-side", "64", "--train-images", "4", "--test-images", "2", "--batch-size", "4",
-        "--filters", "4"]
+TINY = {"tile": 32, "image_side": 64, "train_images": 4, "test_images": 2, "batch_size": 4, "filters": 4}
 
 
 def _table(path):
@@ -24,9 +27,10 @@ def _table(path):
 
 
 def test_tiny_table_has_thesis_numbers_reuses_retrains_and_extends_cells(tmp_path, monkeypatch, capsys, one_thread):
-    monkeypatch.setattr(reproduce, "QUICK", TINY)  # after the row's flags, so --filters 4 wins
-    trained, real_main = [], train.main
-    monkeypatch.setattr(train, "main", lambda argv: trained.append(argv[argv.index("--out") + 1]) or real_main(argv))
+    real_make, real_train = runs.make_config, train.train_run
+    monkeypatch.setattr(runs, "make_config", lambda *a, **k: real_make(*a, **{**k, **TINY}))  # tiny cells
+    trained = []
+    monkeypatch.setattr(train, "train_run", lambda run, s, d, out, **k: trained.append(out) or real_train(run, s, d, out, **k))
     command = lambda epochs=1, repeats=1: ["5.4", "--quick", "--rows", "unet,unetr2d-mini", "--epochs", str(epochs),  # noqa: E731
                                            "--repeats", str(repeats), "--device", "cpu", "--out", str(tmp_path),
                                            "--drop-last"]
@@ -77,11 +81,10 @@ def test_tiny_table_has_thesis_numbers_reuses_retrains_and_extends_cells(tmp_pat
     assert exc.value.code == 2 and "epochs" in capsys.readouterr().err
 
 
-def _settings(flags):
-    a = train.parse_args(flags)
-    dropout = a.dropout[0] if len(a.dropout) == 1 else tuple(a.dropout)
-    return {"augment": a.augment, "batch_norm": a.batch_norm, "dropout": dropout, "activation": a.activation,
-            "init": a.init, "attention_gates": bool(a.attention_gates)}
+def _settings(row):
+    run = runs.make_config(preset="thesis", **row.settings)
+    return {"augment": run.augment, "batch_norm": run.batch_norm, "dropout": run.dropout, "activation": run.activation,
+            "init": run.init, "attention_gates": bool(run.attention_gates)}
 
 
 def _defaults(cls):
@@ -94,15 +97,15 @@ def test_table_5_1_keeps_and_discards_components_as_the_thesis():
     baseline = {"augment": False, "batch_norm": False, "dropout": 0.0, "activation": "relu", "init": "glorot_uniform",
                 "attention_gates": False}
     for arch in ("unet", "unetr2d"):
-        assert _settings(rows[f"{arch}/baseline"].flags) == baseline
+        assert _settings(rows[f"{arch}/baseline"]) == baseline
     # U-Net: batch norm is tried and dropped (★); its "+ He normal" row is the best U-Net of [34], unet.py's defaults.
-    assert _settings(rows["unet/batch-norm"].flags)["batch_norm"] is True
-    best_unet = _settings(rows["unet/he-normal"].flags)
+    assert _settings(rows["unet/batch-norm"])["batch_norm"] is True
+    best_unet = _settings(rows["unet/he-normal"])
     assert best_unet == {**_defaults(unet.UNet), "augment": True, "attention_gates": False}
-    assert _settings(rows["unet/attention-gates"].flags) == {**best_unet, "attention_gates": True}
+    assert _settings(rows["unet/attention-gates"]) == {**best_unet, "attention_gates": True}
     # UNETR-2D: dropout, ELU and gates are dropped (◆); batch norm and He normal stay: unetr2d.py's defaults.
-    assert _settings(rows["unetr2d/elu"].flags) == {**baseline, "augment": True, "batch_norm": True, "activation": "elu"}
-    best_unetr = _settings(rows["unetr2d/he-normal"].flags)
+    assert _settings(rows["unetr2d/elu"]) == {**baseline, "augment": True, "batch_norm": True, "activation": "elu"}
+    best_unetr = _settings(rows["unetr2d/he-normal"])
     assert best_unetr == {**_defaults(unetr2d.UNETR2D), "augment": True, "attention_gates": False}
     # Table 5.1 as printed in the thesis.
     assert [rows[f"unet/{k}"].thesis["iou"] for k in ("baseline", "batch-norm", "attention-gates")] == [
@@ -114,8 +117,8 @@ def test_table_5_1_keeps_and_discards_components_as_the_thesis():
 def test_table_5_5_pretrains_then_fine_tunes_and_reports_the_difference(tmp_path, monkeypatch):
     calls = []
 
-    def fake_cell(folder, flags, seed, opts):
-        calls.append((folder, flags))
+    def fake_cell(folder, settings, opts, device):
+        calls.append((folder, settings))
         return {"test_mse": 0.01, "test_iou_f": 0.5 if "baseline" in folder else 0.6, "params": 1, "device": "cpu",
                 "inference_ms_per_patch": 1.0, "inference_ms_std": 0.0, "inference_patch": 32, "arch": "unetr2d"}
 
@@ -123,12 +126,12 @@ def test_table_5_5_pretrains_then_fine_tunes_and_reports_the_difference(tmp_path
     opts = reproduce.parse_args(["5.5", "--quick", "--rows", "baseline,low_resolution", "--repeats", "1",
                                  "--out", str(tmp_path)])
     results = reproduce.run_table("5.5", opts)
-    (pre_folder, pre_flags), (fine_folder, fine_flags) = calls[1:]
+    (pre_folder, pre), (fine_folder, fine) = calls[1:]
     assert pre_folder.endswith(os.path.join("low_resolution-pretrain", "seed-0"))
-    assert pre_flags[pre_flags.index("--pretext") + 1] == "low_resolution"
-    assert "--pretext" not in fine_flags and fine_flags[fine_flags.index("--init") + 1] == os.path.join(pre_folder, "best.pt")
+    assert pre["pretext"] == "low_resolution"
+    assert "pretext" not in fine and fine["init_from"] == os.path.join(pre_folder, "best.pt")
     assert fine_folder.endswith(os.path.join("low_resolution", "seed-0"))
-    table, _ = reproduce.format_table("5.5", results, opts)
+    table = reproduce.markdown(*reproduce.format_5_5(results)[:2])
     lines = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
     assert "(+0.100) 0.600" in lines["Low resolution emulation"] and "(+0.024) 0.876 ± 0.007" in lines[
         "Low resolution emulation"]
@@ -136,20 +139,39 @@ def test_table_5_5_pretrains_then_fine_tunes_and_reports_the_difference(tmp_path
     assert names[0] == "baseline" and sorted(names[1:]) == sorted(degrade.DEGRADATIONS)
 
 
-def test_a1_hands_over_to_adapt_and_bad_input_exits_2(tmp_path, monkeypatch, capsys):
-    script = tmp_path / "adapt.py"
-    script.write_text("import json, sys\njson.dump(sys.argv[1:], open(sys.argv[-1], 'w'))\nsys.exit(3)\n")
-    monkeypatch.setattr(reproduce, "ADAPT", str(script))
-    record = str(tmp_path / "argv.json")
-    with pytest.raises(SystemExit) as exc:
-        reproduce.main(["A1", "--quick", "--data", "X", "--data2", "Y", "--repeats", "2", record])
-    assert exc.value.code == 3 and json.load(open(record)) == ["--table", "--source", "X", "--target", "Y",
-                                                               "--repeats", "2", record]
-    monkeypatch.setattr(reproduce, "ADAPT", str(tmp_path / "missing.py"))
-    for argv in (["A1"], ["5.4", "--quick", "--data", str(tmp_path)], ["5.2"], ["5.4", "--quick", "--rows", "vit"],
-                 ["5.1", "--data", str(tmp_path / "nowhere")], ["5.5", "--data", str(tmp_path), "--data2", str(tmp_path)]):
+def test_a1_runs_adapt_table_with_the_flags_it_understands_and_bad_input_exits_2(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(adapt, "table", lambda opts: seen.append(opts) or {})
+    reproduce.main(["A1", "--quick", "--repeats", "2", "--rows", "attention_unet_hm", "--drop-last", "--out",
+                    str(tmp_path)])
+    opts, = seen
+    assert (opts.source, opts.light, opts.repeats, opts.rows, opts.drop_last, opts.out) == \
+        (None, True, 2, ("attention_unet_hm",), True, os.path.join(str(tmp_path), "A1"))
+    for d in ("L", "K"):
+        os.makedirs(tmp_path / d)
+    reproduce.main(["A1", "--data", str(tmp_path / "L"), "--data2", str(tmp_path / "K"), "--out", str(tmp_path)])
+    assert (seen[1].source, seen[1].target, seen[1].light, seen[1].repeats) == \
+        (str(tmp_path / "L"), str(tmp_path / "K"), False, reproduce.THESIS_REPEATS)
+    for argv, expected in ((["A1"], "--data"), (["A1", "--quick", "--epochs", "3"], "--epochs"),
+                           (["A1", "--quick", "--rows", "damt_net"], "damt_net"),
+                           (["5.4", "--quick", "--data", str(tmp_path)], "--quick"), (["5.2"], "--data"),
+                           (["5.4", "--quick", "--rows", "vit"], "vit"),
+                           (["5.1", "--data", str(tmp_path / "nowhere")], "nowhere"),
+                           (["5.5", "--data", str(tmp_path), "--data2", str(tmp_path)], "--data2"),
+                           (["5.4", "--quick", "--epochs", "-1"], "--epochs")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:
             reproduce.main(argv)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+        assert expected in err, (argv, err)
+    assert len(seen) == 2
+
+
+def test_quick_cells_run_the_quick_preset_with_the_rows_settings():
+    opts = reproduce.parse_args(["5.4", "--quick"])
+    rows = {r.key: r for r in reproduce.rows_5_4(opts.names)["synthetic"]}
+    run = runs.make_config(preset="quick", **rows["attention-unet"].settings)
+    assert (run.tile, run.fit.epochs, run.filters, run.batch_norm) == (presets.QUICK["tile"], presets.QUICK["epochs"],
+                                                                       16, False)  # the thesis's Attention U-Net
+    assert runs.make_config(preset="quick", **rows["unetr2d-base"].settings).size == "base"

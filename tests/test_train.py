@@ -12,10 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+import data
 import models
+import presets
+import runs
 import schedules
+import synthetic
 import train
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "unet", "--filters", "4", "--tile", "32", "--image-side", "64", "--train-images", "4",
         "--test-images", "2", "--batch-size", "4", "--device", "cpu"]
 
@@ -94,7 +99,7 @@ def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys
     out = _run(tmp_path, "run", "--epochs", "3")
     monkeypatch.setattr(train, "validate", original)
     for name in ("results.json", "log.csv", "best.pt", "last.pt", "curves.png", "pred_0.png", "pred_1.png",
-                 "args.json"):
+                 "run.json"):
         assert os.path.isfile(os.path.join(out, name)), name
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["epochs_run"] == 3 and len(_losses(out)) == 3 and results["best_epoch"] == 2
@@ -193,14 +198,28 @@ def test_bad_data_in_a_real_process_prints_one_line_and_no_traceback(tmp_path):
 
 @pytest.mark.parametrize("flags, expected", [
     (["--dropout", "0.1", "0.2"], "dropout"),
-    (["--init", "missing.pt"], "missing.pt"),
+    (["--init", "missing.pt"], "glorot_uniform or he_normal"),
+    (["--init", "EXISTING"], "use --init-from"),  # the old spelling of a checkpoint names the new flag
+    (["--init-from", "missing.pt"], "missing.pt"),
+    (["--seed", "-1"], "--seed"),
+    (["--alpha", "1.5"], "--alpha"),
 ])
-def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, flags, expected):
+def test_bad_settings_exit_2_with_one_line_and_create_nothing(tmp_path, capsys, flags, expected):
+    (tmp_path / "kept.pt").write_text("a file")
+    flags = [str(tmp_path / "kept.pt") if f == "EXISTING" else f for f in flags]
     with pytest.raises(SystemExit) as exit_info:
         train.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *flags])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert expected in err and len(err.strip().splitlines()) == 1
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_negative_seed_in_a_real_process_is_refused_before_any_folder(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--seed", "-1", "--device", "cpu"],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--seed" in proc.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_eval_only_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
@@ -233,7 +252,7 @@ def test_repeats_report_mean_and_resume_keeps_finished_seeds(tmp_path, monkeypat
     summary = json.load(open(os.path.join(out, "summary.json")))
     values = [r["test_iou_f"] for r in runs]
     assert summary["test_iou_f"] == values and summary["mean"] == pytest.approx(np.mean(values))
-    assert [r["args"]["seed"] for r in runs] == [0, 1]
+    assert [r["run"]["fit"]["seed"] for r in runs] == [0, 1]
     assert "over 2 runs" in capsys.readouterr().out
 
 
@@ -253,7 +272,7 @@ def test_init_loads_matching_tensors_and_keeps_a_different_position_embedding(tm
              "--test-images", "1", "--batch-size", "4", "--device", "cpu", "--epochs", "0"]
     train.main(small + ["--tile", "32", "--out", str(tmp_path / "a")])
     capsys.readouterr()
-    train.main(small + ["--tile", "64", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "best.pt")])
+    train.main(small + ["--tile", "64", "--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a" / "best.pt")])
     printed = capsys.readouterr().out
     assert "kept as initialised: encoder.patch_embed.pos_embed" in printed and "encoder.blocks" in printed
     a = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
@@ -266,7 +285,7 @@ def test_init_loads_matching_tensors_and_keeps_a_different_position_embedding(tm
 
 def test_pretext_lowers_mse_and_init_loads_its_weights(tmp_path, capsys):
     root = tmp_path / "unlabelled"
-    images, _ = train.data.synthetic_em(8, 64, 64, seed=5)
+    images, _ = synthetic.synthetic_em(8, 64, 64, seed=5)
     for split in ("train", "test"):
         (root / split / "x").mkdir(parents=True)
         for i, img in enumerate(images):
@@ -283,7 +302,7 @@ def test_pretext_lowers_mse_and_init_loads_its_weights(tmp_path, capsys):
         for i in range(len(images)):
             Image.fromarray((images[i] > 128).astype(np.uint8)).save(root / split / "y" / f"{i:02d}.png")
     seg = str(tmp_path / "seg")
-    train.main(common + ["--out", seg, "--epochs", "0", "--init", os.path.join(pre, "best.pt")])
+    train.main(common + ["--out", seg, "--epochs", "0", "--init-from", os.path.join(pre, "best.pt")])
     assert "every tensor matched" in capsys.readouterr().out
     source = torch.load(os.path.join(pre, "best.pt"), weights_only=False)["model"]
     loaded = torch.load(os.path.join(seg, "best.pt"), weights_only=False)["model"]
@@ -322,22 +341,25 @@ def test_val_fraction_zero_trains_on_every_tile_and_keeps_the_final_weights(tmp_
 
 
 def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(tmp_path, monkeypatch):
-    args = train.parse_args(TINY + ["--sampling", "crops", "--out", str(tmp_path / "unused")])
-    sets = train.load_datasets(args)
-    slices, masks = train.data.synthetic_em(4, 64, 64, seed=train.DEMO_DATA_SEED)
-    kept = [i for i in range(4) if any(np.array_equal(slices[i], s) for s in sets["train"][0])]
+    run = runs.make_config("unet", filters=4, tile=32, image_side=64, train_images=4, test_images=2,
+                           sampling="crops")
+    slices, _ = train.load_slices(run)
+    train_set, val_set = train.datasets(run, *slices["train"], seed=0)
+    images, masks = synthetic.synthetic_em(4, 64, 64, seed=synthetic.TRAIN_SEED)
+    padded = data.pad_to_multiple(images, 32)
+    kept = [i for i in range(4) if any(np.array_equal(padded[i], s) for s in train_set.images)]
     held = [i for i in range(4) if i not in kept]
     assert len(kept) == 3 and len(held) == 1                  # 10% of 4 slices, rounded up
-    np.testing.assert_array_equal(sets["val"][0], train.data.extract_tiles(slices[held], 32))
-    np.testing.assert_array_equal(sets["val"][1], train.data.extract_tiles(masks[held], 32))
+    np.testing.assert_array_equal(val_set.images, data.extract_tiles(images[held], 32))
+    np.testing.assert_array_equal(val_set.masks, data.extract_tiles(masks[held], 32))
     seen = {}
 
-    class Recording(train.data.CropDataset):
+    class Recording(data.CropDataset):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             seen.update(k, length=len(self))
 
-    monkeypatch.setattr(train.data, "CropDataset", Recording)
+    monkeypatch.setattr(data, "CropDataset", Recording)
     _run(tmp_path, "crops", "--epochs", "1", "--sampling", "crops", "--rotation", "right")
     assert seen["rotation"] == "right" and seen["tile"] == 32 and seen["length"] == 3 * 4
 
@@ -348,8 +370,8 @@ def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(
     (["--rotation", "diagonal"], None),
 ])
 def test_data_pipeline_flags_default_to_the_thesis_and_refuse_bad_values(tmp_path, capsys, flags, expected):
-    args = train.parse_args(["--data", str(tmp_path), "--arch", "unet"])
-    assert (args.rotation, args.sampling, args.val_fraction) == ("any", "tiles", 0.1)  # §4.3.2
+    run = runs.make_config("unet", data=str(tmp_path))
+    assert (run.rotation, run.sampling, run.val_fraction, run.preset) == ("any", "tiles", 0.1, "thesis")  # §4.3.2
     with pytest.raises(SystemExit) as exit_info:
         train.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *flags])
     assert exit_info.value.code == 2 and not os.path.exists(tmp_path / "o" / "last.pt")
@@ -379,10 +401,25 @@ def test_demo_runs_on_one_thread_threads_flag_overrides_and_the_caller_keeps_its
 
 def test_demo_turns_batchnorm_on_for_the_attention_gated_cnns_only():
     for arch in models.ARCHS:
-        args = train.parse_args(["--arch", arch])
-        assert bool(args.batch_norm) == (arch in ("attention_unet", "attention_ynet")), arch
-    assert train.parse_args(["--arch", "attention_unet", "--data", "DIR"]).batch_norm is None  # the thesis: none
-    assert train.parse_args(["--arch", "attention_unet", "--no-batch-norm"]).batch_norm is False
-    args = train.parse_args(["--arch", "attention_ynet"])
-    model = models.build_model(args.arch, filters=4, **train.model_kwargs(args))
+        assert bool(runs.make_config(arch).batch_norm) == (arch in ("attention_unet", "attention_ynet")), arch
+    assert runs.make_config("attention_unet", data="DIR").batch_norm is None  # the thesis: none
+    assert runs.make_config("attention_unet", batch_norm=False).batch_norm is False
+    run = runs.make_config("attention_ynet", filters=4)
+    model = models.build_model(run.arch, filters=4, **run.model_kwargs)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_presets_are_the_thesis_protocol_and_named_changes():
+    thesis = runs.make_config("unetr2d", data="DIR")
+    assert (thesis.fit.epochs, thesis.fit.patience, thesis.fit.batch_size, thesis.fit.lr, thesis.fit.weight_decay,
+            thesis.fit.optimizer, thesis.fit.scheduler, thesis.tile, thesis.filters) == \
+        (360, 60, 6, 1e-4, 1e-5, "adamw", "cosine", 256, 32)  # §4.3.2, App. B Table 2
+    demo = runs.make_config("unetr2d")
+    assert demo.preset == "demo" and demo.fit.epochs == presets.DEMO_EPOCHS["unetr2d"] and demo.tile == 128
+    assert runs.make_config("unet").fit.epochs == presets.DEMO_EPOCHS["unet"]
+    assert runs.make_config("unet", preset="quick").fit.epochs == presets.QUICK["epochs"]
+    assert runs.make_config("unet", preset="thesis").fit.epochs == 360  # the thesis protocol on synthetic data
+    for name, preset in presets.PRESETS.items():
+        assert set(presets.THESIS) <= set(preset), name  # every preset is {**THESIS, ...}
+    assert presets.differences({**presets.THESIS}) == ""
+    assert presets.differences({**presets.THESIS, "tile": 128}) == "tile 128 (thesis 256)"

@@ -1,15 +1,16 @@
-"""Augmentation ablation: why real data learns slower through train.py than through a minimal loop.
+"""The rotation study: why real data learns slower through train.py than through a minimal loop.
 
 Thesis: §4.3.1 (fixed grid of 256x256 tiles), §4.3.2 (10% of the tiles held out for validation,
 rotations by any angle and flips, the DA of [34]; App. B: rotation_range=180). Those choices are
 train.py's defaults. A short loop that trains the same U-Net on fresh random crops rotated by
 multiples of 90 degrees learns faster on real EM; this script attributes the gap one change at a
-time, through train.main itself (so the flags it measures are the flags users get), beside that
-loop (`minimal_loop`, the reference, kept short on purpose). Prints a markdown table of test IoU_F
-(per-slice mean, Eq. 4.2) as mean ± std over seeds and writes every number to ablation.json.
+time, through runs.py's training runs (so the settings it measures are the flags users get), beside
+that loop (`minimal_loop`, the reference, kept short on purpose). Prints a markdown table of test
+IoU_F (per-slice mean, Eq. 4.2) as mean ± std over seeds and writes every number to study.json.
+(Not the thesis's ablation, which is Table 5.1: `python reproduce.py 5.1`.)
 
-    python ablation.py --data DIR --batch-norm                       # every cell, seeds 0 and 1
-    python ablation.py --data DIR --batch-norm --steps 864 --cells thesis,right
+    python rotation_study.py --data DIR --batch-norm                 # every cell, seeds 0 and 1
+    python rotation_study.py --data DIR --batch-norm --steps 864 --cells thesis,right
 
 Defaults are sized for a 2-core CPU (U-Net F=8, 128x128 tiles, 432 steps, about 2 minutes a run);
 the thesis's U-Net is F=16 on 256x256 tiles. Without --batch-norm such short runs on real EM stay in
@@ -18,9 +19,8 @@ the all-background phase (test IoU_F near 0 in every cell), so the table would c
 It also measures how much each rotation mode smooths a tile: mean |horizontal difference| of the
 augmented training tiles over that of the originals (bilinear resampling at a non-right angle is a
 low-pass filter: with independent pixel noise about 2/3 of its amplitude survives on average).
-The README's augmentation section holds the table measured on the VNC ssTEM stack and what it shows.
+docs/rotation-study.md holds the table measured on a real ssTEM stack and what it shows.
 """
-import argparse
 import math
 import os
 import sys
@@ -31,25 +31,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import cli
 import data
 import evaluate
 import models
+import presets
+import runs
 import schedules
 import train
 
 BN_MOMENTUM = 0.1  # torch's default: running statistics that settle within a short run
 
-# key: (what changes, train.py flags) or (what changes, rotation of the minimal loop)
+# key: (what changes, the settings of a train.py run) or (what changes, rotation of the minimal loop)
 CELLS = {
-    "thesis": ("train.py defaults: tiles, any-angle bilinear, 10% held out (§4.3.2)", []),
+    "thesis": ("train.py defaults: tiles, any-angle bilinear, 10% held out (§4.3.2)", {}),
     "loop": ("minimal loop: random crops, rot90 x k and flips", "right"),
-    "loop-any": ("minimal loop, rotation by data._apply_geometry at any angle", "any"),
-    "right": ("train.py --rotation right", ["--rotation", "right"]),
-    "nearest": ("train.py --rotation any-nearest", ["--rotation", "any-nearest"]),
-    "crops": ("train.py --sampling crops", ["--sampling", "crops"]),
-    "no-val": ("train.py --val-fraction 0", ["--val-fraction", "0"]),
+    "loop-any": ("minimal loop, rotation by data.apply_geometry at any angle", "any"),
+    "right": ("train.py --rotation right", {"rotation": "right"}),
+    "nearest": ("train.py --rotation any-nearest", {"rotation": "any-nearest"}),
+    "crops": ("train.py --sampling crops", {"sampling": "crops"}),
+    "no-val": ("train.py --val-fraction 0", {"val_fraction": 0.0}),
     "all": ("train.py --sampling crops --rotation right --val-fraction 0",
-            ["--sampling", "crops", "--rotation", "right", "--val-fraction", "0"]),
+            {"sampling": "crops", "rotation": "right", "val_fraction": 0.0}),
 }
 
 
@@ -65,7 +68,7 @@ def smoothing_table(train_x, test_x, tile, seed=0):
     rows = {"test slices": horizontal_variation(test_x.astype(np.float32) / 255.0) / base}
     for rotation in data.ROTATIONS:
         rng = np.random.default_rng(seed)
-        out = [data._apply_geometry(t, data._random_geometry(rng, rotation), data._image_order(rotation))
+        out = [data.apply_geometry(t, data.random_geometry(rng, rotation), data.image_order(rotation))
                for t in tiles]
         rows[f"--rotation {rotation}"] = horizontal_variation(out) / base
     for angle in (10.0, 45.0, 90.0):
@@ -75,15 +78,13 @@ def smoothing_table(train_x, test_x, tile, seed=0):
 
 def minimal_loop(args, seed, rotation, steps):
     """The reference: fresh random crops of whole slices, a rotation and flips, AdamW with cosine decay
-    per step, BCE, the final weights. rotation 'right': np.rot90 by k; 'any': data._apply_geometry."""
+    per step, BCE, the final weights. rotation 'right': np.rot90 by k; 'any': data.apply_geometry."""
     torch.manual_seed(seed)  # the same initial weights as train.py --seed seed
     rng = np.random.default_rng([seed, 1])
     (x, y), (test_x, test_y) = (data.load_split(args.data, s) for s in ("train", "test"))
     model = models.build_model("unet", filters=args.filters, batch_norm=args.batch_norm or None)
-    for module in model.modules():  # as train.py does with --bn-momentum
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = BN_MOMENTUM
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=train.PROTOCOL["weight_decay"])
+    models.set_bn_momentum(model, BN_MOMENTUM)  # as train.py does with --bn-momentum
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=presets.THESIS["weight_decay"])
     t, start = args.tile, time.perf_counter()
     model.train()
     for step in range(steps):
@@ -98,7 +99,7 @@ def minimal_loop(args, seed, rotation, steps):
                 image, mask = np.rot90(image, turns), np.rot90(mask, turns)
             else:
                 geometry = (rng.uniform(-180.0, 180.0), False, False)
-                image, mask = data._apply_geometry(image, geometry, 1), data._apply_geometry(mask, geometry, 0)
+                image, mask = data.apply_geometry(image, geometry, 1), data.apply_geometry(mask, geometry, 0)
             if rng.random() < 0.5:
                 image, mask = image[:, ::-1], mask[:, ::-1]
             if rng.random() < 0.5:
@@ -115,19 +116,18 @@ def minimal_loop(args, seed, rotation, steps):
     return {**metrics, "train_seconds": seconds}
 
 
-def train_argv(args, flags, seed, epochs, out):
-    return ["--arch", "unet", "--data", args.data, "--filters", str(args.filters), "--lr", str(args.lr),
-            "--batch-size", str(args.batch_size), "--tile", str(args.tile), "--epochs", str(epochs),
-            "--seed", str(seed), "--device", "cpu", "--out", out, *flags,
-            *(["--batch-norm", "--bn-momentum", str(BN_MOMENTUM)] if args.batch_norm else [])]
+def cell_config(args, settings, seed, epochs):
+    """The training run of one cell: the thesis protocol with the study's sizes and the cell's changes."""
+    norm = {"batch_norm": True, "bn_momentum": BN_MOMENTUM} if args.batch_norm else {}
+    return runs.make_config("unet", preset="thesis", data=args.data, filters=args.filters, lr=args.lr,
+                            batch_size=args.batch_size, tile=args.tile, epochs=epochs, seed=seed, **norm, **settings)
 
 
-def epochs_for(args, flags, steps):
+def epochs_for(args, settings, steps):
     """Whole epochs whose step count comes nearest to `steps` for this cell, and that step count."""
-    run_args = train.parse_args(train_argv(args, flags, 0, 1, "unused"))
-    train_part = train.load_datasets(run_args)["train"][0]
-    n = len(data.CropDataset(train_part, tile=args.tile)) if run_args.sampling == "crops" else len(train_part)
-    per_epoch = math.ceil(n / args.batch_size)
+    run = cell_config(args, settings, 0, 1)
+    slices, _ = train.load_slices(run)
+    per_epoch = math.ceil(len(train.datasets(run, *slices["train"], 0)[0]) / args.batch_size)
     epochs = max(1, round(steps / per_epoch))
     return epochs, epochs * per_epoch
 
@@ -148,67 +148,72 @@ def summarise(runs):
     return "\n".join(lines)
 
 
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+def parse_args(argv):
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="a data-set folder (python data.py DIR checks one)")
+    p.add_argument("--out", help="results folder (default runs/rotation-study-<time>); must be new or empty")
+    p.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated subset of {', '.join(CELLS)}")
+    p.add_argument("--seeds", type=cli.at_least(int), default=2)
+    p.add_argument("--first-seed", type=cli.at_least(int, 0), default=0, help="seeds first-seed .. first-seed + "
+                   "seeds - 1")
+    p.add_argument("--steps", type=cli.at_least(int), default=432, help="optimiser steps per run (train.py: nearest "
+                   "whole epochs)")
+    p.add_argument("--filters", type=cli.at_least(int), default=8, help="U-Net initial filters F (the thesis: 16)")
+    p.add_argument("--lr", type=cli.at_least(float, 0.0), default=1e-3)
+    p.add_argument("--batch-norm", action="store_true", help=f"U-Net with BatchNorm (momentum {BN_MOMENTUM}); "
+                   "the thesis's best U-Net has none (Table 5.1)")
+    p.add_argument("--batch-size", type=cli.at_least(int), default=6)
+    p.add_argument("--tile", type=cli.at_least(int, 16), default=128, help="training tile side (the thesis: 256)")
+    p.add_argument("--threads", type=cli.at_least(int), default=1, help="torch CPU threads")
+    args = p.parse_args(argv)
+    unknown = [c for c in args.cells.split(",") if c.strip() not in CELLS]
+    if unknown:
+        raise cli.UsageError(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
+    return args
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="folder with train/x, train/y, test/x, test/y")
-    p.add_argument("--out", help="results folder (default runs/ablation-<time>); must be new or empty")
-    p.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated subset of {', '.join(CELLS)}")
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
-    p.add_argument("--steps", type=int, default=432, help="optimiser steps per run (train.py: nearest whole epochs)")
-    p.add_argument("--filters", type=int, default=8, help="U-Net initial filters F (the thesis: 16)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-norm", action="store_true", help=f"U-Net with BatchNorm (momentum {BN_MOMENTUM}); "
-                   "the thesis's best U-Net has none (Table 5.1)")
-    p.add_argument("--batch-size", type=int, default=6)
-    p.add_argument("--tile", type=int, default=128, help="training tile side (the thesis: 256)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = p.parse_args(argv)
-    cells = [c.strip() for c in args.cells.split(",")]
-    unknown = [c for c in cells if c not in CELLS]
-    out = args.out or os.path.join("runs", f"ablation-{time.strftime('%Y%m%d-%H%M%S')}")
-    if unknown:
-        fail(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(CELLS)}")
-    if os.path.exists(out) and os.listdir(out):
-        fail(f"--out {out} is not empty; choose a new folder (results are never overwritten)")
+    return cli.main(run_command, argv)
+
+
+def run_command(argv):
+    args = parse_args(argv)
+    out = args.out or os.path.join("runs", f"rotation-study-{time.strftime('%Y%m%d-%H%M%S')}")
+    cli.refuse_nonempty(out, hint="choose a new folder (results are never overwritten)")
     torch.set_num_threads(args.threads)
-    try:
-        (train_x, _), (test_x, _) = (data.load_split(args.data, s, masks=False) for s in ("train", "test"))
-    except data.DataError as exc:
-        fail(str(exc))
+    (train_x, _), (test_x, _) = (data.load_split(args.data, s, masks=False) for s in ("train", "test"))
     os.makedirs(out, exist_ok=True)
     smoothing = smoothing_table(train_x, test_x, args.tile)
     print("mean |horizontal difference| relative to the unaugmented training tiles:")
     for name, ratio in smoothing.items():
         print(f"  {name:28s} {ratio:.3f}")
     record = {"settings": vars(args), "torch": torch.__version__, "smoothing": smoothing, "runs": []}
-    # seeds in the outer loop: a sweep stopped early still has every cell once
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for key in cells:
-            what, how = CELLS[key]
-            start = time.perf_counter()
-            if isinstance(how, list):
-                epochs, steps = epochs_for(args, how, args.steps)
-                result = train.main(train_argv(args, how, seed, epochs, os.path.join(out, f"{key}-seed{seed}")))
-            else:
-                steps = args.steps
-                result = minimal_loop(args, seed, how, steps)
-            run = {"cell": key, "seed": seed, "steps": steps, "wall_seconds": round(time.perf_counter() - start, 1),
-                   **{k: result[k] for k in ("test_iou_f", "test_iou_f_global", "test_dice", "train_seconds")}}
-            record["runs"].append(run)
-            models.save_atomic(record, os.path.join(out, "ablation.json"))
-            print(f"[ablation] {key} seed {seed}: test IoU_F {run['test_iou_f']:.4f} "
-                  f"(pooled {run['test_iou_f_global']:.4f}), {steps} steps, {run['wall_seconds']:.0f}s", flush=True)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):  # a sweep stopped early has every cell once
+        for key in (c.strip() for c in args.cells.split(",")):
+            record["runs"].append(run_cell(args, key, seed, out))
+            cli.write_json(record, os.path.join(out, "study.json"))
     table = summarise(record["runs"])
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table + "\n")
     print(table)
     return record
+
+
+def run_cell(args, key, seed, out):
+    """One cell, one seed: a train.py run (runs.train_in) or the minimal loop -> its numbers."""
+    what, how = CELLS[key]
+    start = time.perf_counter()
+    if isinstance(how, dict):
+        epochs, steps = epochs_for(args, how, args.steps)
+        result = runs.train_in(os.path.join(out, f"{key}-seed{seed}"), cell_config(args, how, seed, epochs),
+                               torch.device("cpu"))
+    else:
+        steps, result = args.steps, minimal_loop(args, seed, how, args.steps)
+    run = {"cell": key, "seed": seed, "steps": steps, "wall_seconds": round(time.perf_counter() - start, 1),
+           **{k: result[k] for k in ("test_iou_f", "test_iou_f_global", "test_dice", "train_seconds")}}
+    print(f"[study] {key} seed {seed}: test IoU_F {run['test_iou_f']:.4f} (pooled {run['test_iou_f_global']:.4f}), "
+          f"{steps} steps, {run['wall_seconds']:.0f}s", flush=True)
+    return run
 
 
 if __name__ == "__main__":
