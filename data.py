@@ -37,10 +37,8 @@ class DataError(cli.UsageError):
 
 
 # ---------------------------------------------------------------- loading (§4.1)
-# A data set is a folder in one of two layouts: ours, or the one the Lucchi++ and Kasthuri++ zips
-# unpack to (§4.1.1-4.1.2; their images sit in Train_In/Test_In, their labels in Train_Out/Test_Out).
-# Folder names are matched without regard to case. Each images/masks folder holds one file per slice
-# or one multi-page TIFF stack.
+# A data set is a folder in our layout or in the one the Lucchi++ and Kasthuri++ zips unpack to
+# (§4.1.1-4.1.2), folder names in any case; each holds one file per slice or one multi-page TIFF stack.
 
 LAYOUTS = {
     "train/x, train/y, test/x, test/y": {"train": ("train/x", "train/y"), "test": ("test/x", "test/y")},
@@ -53,9 +51,7 @@ LAYOUT_HELP = "train/x, train/y, test/x, test/y, or the zips' Train_In, Train_Ou
 def _child(folder, name):
     """The entry of `folder` called `name` in any case ('train/x' walks two levels), or None."""
     for part in name.split("/"):
-        if not os.path.isdir(folder):
-            return None
-        found = sorted(n for n in os.listdir(folder) if n.lower() == part.lower())
+        found = sorted(n for n in os.listdir(folder) if n.lower() == part.lower()) if os.path.isdir(folder) else []
         if not found:
             return None
         folder = os.path.join(folder, found[0])
@@ -140,12 +136,8 @@ def _grey(page, name):
 
 
 def _mask_levels(page):
-    """One Pillow page of a mask file -> (raw values (H, W), their full scale).
-
-    Colour masks are read from their colour channels (the brightest of R, G, B), never from alpha.
-    The full scale is 1 for masks whose values are at most 1 (0/1 and 1-bit masks), else 255 for
-    8-bit and 65535 for 16-bit values.
-    """
+    """One Pillow page of a mask file -> (raw values (H, W), their full scale: 1 for values up to 1, as
+    0/1 and 1-bit masks hold, else 255 or 65535). Colour masks: the brightest of R, G, B, never alpha."""
     raw = np.asarray(page)                                      # (H, W) or (H, W, C), any dtype
     if raw.ndim == 3:
         raw = raw[..., :3].max(axis=-1) if raw.shape[-1] >= 3 else raw[..., 0]  # alpha is no label
@@ -165,15 +157,13 @@ def _value_counts(raw):
 
 
 def read_files(paths, is_mask=False, notes=None):
-    """Every page of every file -> list of (path, list of (H, W) uint8 pages), one entry per file.
+    """Every page of every file -> list of (path, list of (H, W) uint8 pages); a TIFF stack is one entry.
 
-    A multi-page TIFF stack gives one entry with a page per slice. Images: 8-bit grey, or converted
-    (colour to luminance, 16-bit divided by 257, 1-bit to 0/255). Masks: a pixel is foreground (1)
-    when its value is at least half the mask's full scale, so 0/1, 0/255 and 0/65535 masks keep their
-    two levels and a value such as Kasthuri++'s 2 (the empty area outside the imaged region) is
-    background. `notes` (a dict) gathers what the data report tells: "modes" (Pillow's), "converted"
-    (one line per kind of conversion), and for masks "values" ({(value, full scale): pixels}) and
-    "scales"; without it, conversions and odd mask values are warnings, one per kind.
+    Images: 8-bit grey, or converted (colour to luminance, 16-bit divided by 257, 1-bit to 0/255).
+    Masks: a pixel is foreground (1) when its value is at least half the mask's full scale, so 0/1 and
+    0/255 masks keep their two levels and Kasthuri++'s 2 (the empty area outside the imaged region) is
+    background. `notes` (a dict) gathers what the data report tells: "modes", "converted", for masks
+    "values" ({(value, full scale): pixels}) and "scales"; without it conversions and odd mask values warn.
     """
     note = {"modes": set(), "converted": set(), "scales": set(), "values": Counter()} if notes is None else notes
     for key, empty in (("modes", set), ("converted", set), ("scales", set), ("values", Counter)):
@@ -373,29 +363,25 @@ def report(root, out=print):
     layout, folders = find_layout(root)
     out(f"{root}: layout {layout}")
     splits = {}
-    for split in ("train", "test"):
-        masks = os.path.isdir(folders[split][1])
-        splits[split] = read_split(root, split, masks=masks)
-        for line in describe_split(splits[split], root):
-            out(line)
-    train, test = splits["train"], splits["test"]
-    if train.masks is None or test.masks is None:
-        out("ok, without masks for " + " and ".join(s for s in splits if splits[s].masks is None)
-            + ": train.py --data needs both; adapt.py --target reads none")
-    else:
-        out(f"ok: {len(train.images)} train and {len(test.images)} test slices, each paired with its own mask")
+    for split in ("train", "test"):  # each split's lines before the next is read: a problem comes last
+        splits[split] = read_split(root, split, masks=os.path.isdir(folders[split][1]))
+        out("\n".join(describe_split(splits[split], root)))
+    unlabelled = [s for s, part in splits.items() if part.masks is None]
+    out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py --target reads "
+        "none" if unlabelled else f"ok: {len(splits['train'].images)} train and {len(splits['test'].images)} test "
+        "slices, each paired with its own mask")
     return splits
 
 
 def main(argv=None):
     """python data.py DIR: the data report before hours of training (exit 2 on the first problem)."""
-    def run(args):
-        if len(args) != 1 or args[0].startswith("-"):
-            raise cli.UsageError("usage: python data.py DIR  (a data-set folder: " + LAYOUT_HELP + ")")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the report says it all
-            return report(args[0])
-    return cli.main(run, argv)
+    return cli.main(report_command, argv)
+
+
+def report_command(args):
+    if len(args) != 1 or args[0].startswith("-"):
+        raise cli.UsageError(f"usage: python data.py DIR  (a data-set folder: {LAYOUT_HELP})")
+    return report(args[0])
 
 
 # ---------------------------------------------------------------- tiles (§4.3.1, §4.3.2)
