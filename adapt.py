@@ -125,8 +125,11 @@ class Mixed(torch.utils.data.ConcatDataset):
 def load_domains(cfg):
     """Source crops with masks, target crops without, split 90/10 (App. A), and the target histogram."""
     rng = np.random.default_rng([cfg.seed, 2022])
-    source_x, source_y = data.load_split(cfg.source, "train", masks=True)
-    target_x, _ = data.load_split(cfg.target, "train", masks=False)  # target masks are never read here
+    source = data.warn_notes(data.read_split(cfg.source, "train", masks=True))
+    target = data.warn_notes(data.read_split(cfg.target, "train", masks=False))  # its masks are never read here
+    print(f"source {cfg.source}, layout {source.layout}: {len(source.images)} training slices; target "
+          f"{cfg.target}, layout {target.layout}: {len(target.images)} training slices, unlabelled")
+    (source_x, source_y), target_x = (source.images, source.masks), target.images
     sx, sy = random_crops(source_x, source_y, cfg.crops, cfg.tile, rng)
     tx, _ = random_crops(target_x, None, cfg.crops, cfg.tile, rng)
     s_train, s_val = data.split_validation(cfg.crops, 0.1, seed=cfg.seed)

@@ -261,3 +261,17 @@ def test_vnc_sample_loads_as_before_but_for_its_antialiased_edge_pixels():
         np.testing.assert_array_equal(s.masks[two_levels], (raw[two_levels] != 0).astype(np.uint8))
         np.testing.assert_array_equal(s.masks[~two_levels], (raw[~two_levels] >= 128).astype(np.uint8))
         assert (~two_levels).mean() < 1e-4
+
+
+def test_adapt_takes_source_and_target_as_unzipped(tmp_path, capsys):
+    """adapt.py --source/--target in the zips' layout: the target's training images unlabelled, its test
+    masks (RGBA, natural order) for the score."""
+    import adapt
+
+    source = write_zip_like(str(tmp_path / "Lucchi++"), n_train=3, n_test=2)
+    target = write_zip_like(str(tmp_path / "Kasthuri++"), n_train=3, n_test=2, border=True)
+    results = adapt.main(["--source", source, "--target", target, "--out", str(tmp_path / "run"), "--crops", "12",
+                          "--tile", "16", "--filters", "2", "--stage-epochs", "1", "1", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "layout Train_In, Train_Out, Test_In, Test_Out" in out and "3 training slices, unlabelled" in out
+    assert results["test_iou_f"] is not None and 0.0 <= results["test_iou_f"] <= 1.0

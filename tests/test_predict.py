@@ -82,6 +82,32 @@ def test_prediction_reproduces_the_runs_own_evaluation_bit_for_bit(runs, tmp_pat
     assert (out / "slice_000_overlay.png").exists() and not (out / "slice_003_overlay.png").exists()
 
 
+def test_masks_of_a_data_set_folder_as_unzipped_pair_in_natural_order(runs, tmp_path, capsys):
+    """--masks Lucchi++ (Train_In/Test_In, labels %d.png, RGBA test labels) with INPUT its Test_In, or the
+    data-set folder itself as INPUT: the same scores as the run's own evaluation."""
+    found, _, test_x, test_y = runs
+    root = tmp_path / "Lucchi++"
+    for sub in ("Train_In", "Train_Out", "Test_In", "Test_Out"):
+        (root / sub).mkdir(parents=True)
+    order = [2, 0, 1]  # written out of order; natural order must restore 0, 1, 2
+    for i in order:
+        Image.fromarray(test_x[i]).save(root / "Test_In" / f"mask{i:04d}.png")
+        mask = test_y[i] * 255
+        Image.fromarray(np.dstack([mask, mask, mask, np.full_like(mask, 255)])).save(root / "Test_Out" / f"{i}.png")
+    ckpt = str(found["unet"]["out"] / "best.pt")
+    for k, argv in enumerate(([str(root / "Test_In"), "--masks", str(root)], [str(root), "--masks", str(root)])):
+        result = predict.main([ckpt, *argv, "--out", str(tmp_path / f"out{k}"), "--device", "cpu"])
+        assert result["test_iou_f"] == found["unet"]["results"]["test_iou_f"]
+        assert [s["slice"].rsplit("/", 1)[-1] for s in result["per_slice"]] == ["mask0000.png", "mask0001.png",
+                                                                              "mask0002.png"]
+    os.rename(root / "Test_Out" / "1.png", root / "Test_Out" / "7.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([ckpt, str(root / "Test_In"), "--masks", str(root), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert exit_info.value.code == 2 and "slice numbers 1 and 2" in capsys.readouterr().err  # 0, 2, 7 now
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_three_page_stack_gives_a_three_page_mask_stack(runs, tmp_path):
     found, _, test_x, test_y = runs
     stack = tmp_path / "stack.tif"
