@@ -16,6 +16,7 @@ import cli
 import data
 import degrade
 import models
+import presets
 import runs
 import synthetic
 import thesis_numbers
@@ -213,3 +214,29 @@ def test_the_real_process_pool_runs_both_directions_and_keeps_their_logs(tmp_pat
     opts = adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t"), rows=(), jobs=2, device="cpu")
     adapt.run_directions_apart(opts)  # no rows: the workers start, find nothing to train, and finish
     assert sorted(os.listdir(tmp_path / "t")) == ["direction-0.log", "direction-1.log"]
+
+
+def test_the_built_in_domains_are_written_once_before_the_workers_start(tmp_path, monkeypatch):
+    monkeypatch.setitem(presets.LIGHT, "train_images", 2)
+    monkeypatch.setitem(presets.LIGHT, "test_images", 1)
+    monkeypatch.setitem(presets.LIGHT, "image_side", 32)
+    seen = []
+
+    class Pool:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, opts, direction, log):
+            seen.append(sorted(os.listdir(os.path.join(opts.out, "data"))))  # what a worker finds on arrival
+            future = concurrent.futures.Future()
+            future.set_result(True)
+            return future
+
+    monkeypatch.setattr(adapt, "process_pool", Pool)
+    monkeypatch.setattr(adapt, "table_cells", lambda opts, only=None: {})
+    adapt.table(adapt.TableOptions(out=str(tmp_path / "t"), jobs=2))
+    assert seen == [["a", "b"], ["a", "b"]]
+    assert len(os.listdir(tmp_path / "t" / "data" / "a" / "train" / "y")) == 2
