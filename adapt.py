@@ -60,7 +60,8 @@ class Stage:
 STAGES = (
     Stage("joint", 0.98, "sgd", 1e-3, "plateau", 7, 50, source="raw", target=True, frozen=False),
     Stage("reconstruction", 1.0, "adam", 2e-4, "plateau", 6, 40, source="matched", target=True, frozen=False),
-    Stage("segmentation", 0.0, "adam", 2e-4, "onecycle", 15, 100, source="matched", target=False, frozen=True),
+    Stage("segmentation", 0.0, "adam", 2e-4, "onecycle", 15, 100, source="matched", target=False,
+          frozen=True),
 )
 
 
@@ -126,7 +127,8 @@ def load_domains(cfg):
     """Source crops with masks, target crops without, split 90/10 (App. A), and the target histogram."""
     rng = np.random.default_rng([cfg.seed, 2022])
     source = data.warn_notes(data.read_split(cfg.source, "train", masks=True))
-    target = data.warn_notes(data.read_split(cfg.target, "train", masks=False))  # its masks are never read here
+    # its masks are never read here
+    target = data.warn_notes(data.read_split(cfg.target, "train", masks=False))
     print(f"source {cfg.source}, layout {source.layout}: {len(source.images)} training slices; target "
           f"{cfg.target}, layout {target.layout}: {len(target.images)} training slices, unlabelled")
     (source_x, source_y), target_x = (source.images, source.masks), target.images
@@ -149,11 +151,13 @@ def stage_datasets(stage, domains, seed, rotation="any"):
         return data.TileDataset(x, y, augment=split == "source", seed=seed, rotation=rotation)
 
     def target(split):
-        tiles = data.TileDataset(domains[split], None, augment=split == "target", seed=seed + 1, rotation=rotation)
+        tiles = data.TileDataset(domains[split], None, augment=split == "target", seed=seed + 1,
+                                 rotation=rotation)
         return Unlabelled(tiles)
 
     if stage.target:
-        return Mixed([source("source"), target("target")]), Mixed([source("source_val"), target("target_val")])
+        return (Mixed([source("source"), target("target")]),
+                Mixed([source("source_val"), target("target_val")]))
     return source("source"), source("source_val")
 
 
@@ -197,7 +201,8 @@ def run_stages(cfg, device, out):
     torch.manual_seed(cfg.seed)
     model = train.build(stage_config(cfg, 0, domains["target_hist"])).to(device)
     for k, stage in enumerate(STAGES):
-        run, folder = stage_config(cfg, k, domains["target_hist"]), os.path.join(out, f"stage{k + 1}-{stage.name}")
+        run, folder = (stage_config(cfg, k, domains["target_hist"]),
+                       os.path.join(out, f"stage{k + 1}-{stage.name}"))
         done = os.path.join(folder, "done.json")
         freeze_encoder(model, stage.frozen)
         if os.path.isfile(done):  # finished before an interruption: take its best weights and go on
@@ -209,10 +214,14 @@ def run_stages(cfg, device, out):
         train_set, val_set = stage_datasets(stage, domains, cfg.seed, run.rotation)
         print(f"stage {k + 1} ({stage.name}): alpha {stage.alpha}, {stage.optimizer} lr {run.fit.lr} "
               f"{stage.scheduler}, patience {stage.patience}, {run.fit.epochs} epochs, encoder "
-              f"{'frozen' if stage.frozen else 'trained'}, {len(train_set)} training / {len(val_set)} validation crops")
-        config = {"arch": run.arch, "size": run.size, "filters": run.filters, "model_kwargs": run.model_kwargs}
-        state = train.fit(model, train_set, val_set, run.fit, device, folder, meta={"config": config, "run": asdict(run)},
-                          resume=os.path.isfile(os.path.join(folder, "last.pt")), label=f"stage {k + 1} {stage.name}")
+              f"{'frozen' if stage.frozen else 'trained'}, {len(train_set)} training / {len(val_set)} "
+              "validation crops")
+        config = {"arch": run.arch, "size": run.size, "filters": run.filters,
+                  "model_kwargs": run.model_kwargs}
+        state = train.fit(model, train_set, val_set, run.fit, device, folder,
+                          meta={"config": config, "run": asdict(run)},
+                          resume=os.path.isfile(os.path.join(folder, "last.pt")),
+                          label=f"stage {k + 1} {stage.name}")
         cli.write_json({"stage": stage.name, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
                         "best_val_loss": state["best_val"]}, done)
     freeze_encoder(model, False)
@@ -236,7 +245,8 @@ def adapt(cfg, device, out, resume=False):
     model, domains = run_stages(cfg, device, out)
     metrics = score_target(model, cfg.target, device, domains["target_hist"])
     results = {**asdict(cfg), "test_iou_f": None if metrics is None else metrics["test_iou_f"],
-               "target_metrics": None if metrics is None else {k: v for k, v in metrics.items() if k != "per_slice"}}
+               "target_metrics": None if metrics is None else {k: v for k, v in metrics.items()
+                                                               if k != "per_slice"}}
     if metrics is None:
         print(f"target {cfg.target} has no test masks: no target score (the model is in {out})")
     else:
@@ -278,11 +288,12 @@ def baseline_cell(row, source, target, seed, out, opts, device):
     score_path = os.path.join(out, "target.json")
     if os.path.isfile(score_path):
         return cli.read_json(score_path)["test_iou_f"]
-    arch, size = ("unetr2d", "mini" if opts.light else "base") if row == "unetr2d_base" else ("attention_unet", None)
+    arch, size = (("unetr2d", "mini" if opts.light else "base") if row == "unetr2d_base"
+                  else ("attention_unet", None))
     changes = {"attention_unet_clahe": {"preprocess": "clahe"},
                "attention_unet_hm": {"preprocess": "hist_match", "match_to": target}}.get(row, {})
-    run = runs.make_config(arch, preset="light" if opts.light else "thesis", data=source, seed=seed, size=size,
-                           device_type=device.type, **changes)
+    run = runs.make_config(arch, preset="light" if opts.light else "thesis", data=source, seed=seed,
+                           size=size, device_type=device.type, **changes)
     runs.train_in(out, run, device, drop_last=opts.drop_last)
     metrics = runs.evaluate_checkpoint(os.path.join(out, "best.pt"), device, data_dir=target)
     cli.write_json({"test_iou_f": metrics["test_iou_f"], "source": source, "target": target}, score_path)
@@ -313,7 +324,8 @@ def direction_in_child(opts, direction, log):
 
 def process_pool():
     """Two spawned worker processes (a fresh interpreter each, one torch thread each)."""
-    return concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+    return concurrent.futures.ProcessPoolExecutor(max_workers=2,
+                                                  mp_context=multiprocessing.get_context("spawn"))
 
 
 def run_directions_apart(opts):
@@ -323,7 +335,8 @@ def run_directions_apart(opts):
     logs = [os.path.join(opts.out, f"direction-{d}.log") for d in (0, 1)]
     print(f"both directions at once, one process each; progress in {logs[0]} and {logs[1]}")
     with process_pool() as pool:
-        finished = [f.result() for f in [pool.submit(direction_in_child, opts, d, log) for d, log in enumerate(logs)]]
+        finished = [f.result() for f in [pool.submit(direction_in_child, opts, d, log)
+                                         for d, log in enumerate(logs)]]
     failed = [log for log, ok in zip(logs, finished) if not ok]
     if failed:
         raise cli.UsageError(f"a direction of the table failed; see {' and '.join(failed)}")
@@ -332,10 +345,12 @@ def run_directions_apart(opts):
 def domains_of(opts):
     """(source, target, their two names) of the table: opts' folders, or the built-in domains a and b."""
     if opts.source:
-        return opts.source, opts.target, tuple(os.path.basename(os.path.normpath(p)) for p in (opts.source, opts.target))
+        return opts.source, opts.target, tuple(os.path.basename(os.path.normpath(p))
+                                               for p in (opts.source, opts.target))
     root, light = os.path.join(opts.out, "data"), presets.LIGHT
     folders = [synthetic.write_dataset(os.path.join(root, d), light["train_images"], light["test_images"],
-                                       light["image_side"], seed, domain=d) for d, seed in (("a", 31), ("b", 32))]
+                                       light["image_side"], seed, domain=d)
+               for d, seed in (("a", 31), ("b", 32))]
     return folders[0], folders[1], ("a", "b")
 
 
@@ -406,23 +421,28 @@ def fmt(values):
 def parse_args(argv):
     p = cli.ArgumentParser(description="Domain adaptation of App. A: the three-stage Attention Y-Net, or "
                            "Table A.1 with --table.")
-    p.add_argument("--source", help="labelled data set (train images and masks; test masks for its own score)")
-    p.add_argument("--target", help="target data set: its train images are used unlabelled, its test masks only "
-                   "for the final score")
+    p.add_argument("--source", help="labelled data set (train images and masks; test masks for its own "
+                   "score)")
+    p.add_argument("--target", help="target data set: its train images are used unlabelled, its test masks "
+                   "only for the final score")
     p.add_argument("--out", help="output folder (default runs/adapt-<time>, or runs/table_A1 with --table)")
     p.add_argument("--resume", action="store_true", help="continue in --out inside the stage it stopped in")
-    p.add_argument("--table", action="store_true", help="Table A.1, both directions (synthetic without folders)")
-    p.add_argument("--light", action="store_true", help="the light preset (presets.LIGHT, ADAPT_LIGHT) on your "
-                   "folders; the default of --table without folders")
-    p.add_argument("--jobs", type=int, choices=[1, 2], help="--table: the two directions one after the other (1) "
-                   "or side by side (2; the default with the light preset)")
-    p.add_argument("--repeats", type=cli.at_least(int), default=1, help="seeds per Table A.1 cell (thesis: 10)")
+    p.add_argument("--table", action="store_true",
+                   help="Table A.1, both directions (synthetic without folders)")
+    p.add_argument("--light", action="store_true", help="the light preset (presets.LIGHT, ADAPT_LIGHT) on "
+                   "your folders; the default of --table without folders")
+    p.add_argument("--jobs", type=int, choices=[1, 2], help="--table: the two directions one after the other "
+                   "(1) or side by side (2; the default with the light preset)")
+    p.add_argument("--repeats", type=cli.at_least(int), default=1,
+                   help="seeds per Table A.1 cell (thesis: 10)")
     p.add_argument("--stage-epochs", type=cli.at_least(int), nargs=3, metavar=("E1", "E2", "E3"),
                    help="epochs of the three stages (App. A: 50 40 100)")
     p.add_argument("--stage-lr", type=cli.at_least(float, 0.0), nargs=3, metavar=("L1", "L2", "L3"),
                    help="learning rates of the three stages (App. A: 0.001 0.0002 0.0002)")
-    p.add_argument("--batch-norm", action="store_true", default=None, help="BatchNorm in the Y-Net (App. A: none)")
-    p.add_argument("--bn-momentum", type=cli.weight, help="with --batch-norm (torch convention; 0.01 = Keras's 0.99)")
+    p.add_argument("--batch-norm", action="store_true", default=None,
+                   help="BatchNorm in the Y-Net (App. A: none)")
+    p.add_argument("--bn-momentum", type=cli.weight,
+                   help="with --batch-norm (torch convention; 0.01 = Keras's 0.99)")
     p.add_argument("--crops", type=cli.at_least(int, 10), help="random crops per data set (App. A: 1000)")
     p.add_argument("--tile", type=cli.at_least(int, 16), help="crop side (App. A: 256)")
     p.add_argument("--filters", type=cli.at_least(int), help="initial filters (App. A: 32)")
@@ -433,7 +453,8 @@ def parse_args(argv):
     if not args.table and not (args.source and args.target):
         raise cli.UsageError("name both --source DIR and --target DIR (or use --table)")
     if bool(args.source) != bool(args.target):
-        raise cli.UsageError("--table takes both --source and --target, or neither (built-in synthetic domains)")
+        raise cli.UsageError("--table takes both --source and --target, or neither (built-in synthetic "
+                             "domains)")
     return args
 
 
@@ -449,8 +470,9 @@ def run_command(argv):
                                   out=args.out or TableOptions.out, jobs=args.jobs or (2 if light else 1),
                                   device=args.device))
     cfg = adapt_config(args.source, args.target, light=args.light, seed=args.seed, crops=args.crops,
-                       tile=args.tile, filters=args.filters, batch_size=args.batch_size, batch_norm=args.batch_norm,
-                       bn_momentum=args.bn_momentum, stage_epochs=args.stage_epochs, stage_lr=args.stage_lr)
+                       tile=args.tile, filters=args.filters, batch_size=args.batch_size,
+                       batch_norm=args.batch_norm, bn_momentum=args.bn_momentum,
+                       stage_epochs=args.stage_epochs, stage_lr=args.stage_lr)
     out = args.out or os.path.join("runs", f"adapt-{time.strftime('%Y%m%d-%H%M%S')}")
     return adapt(cfg, cli.pick_device(args.device), out, resume=args.resume)
 

@@ -42,7 +42,8 @@ def scaled_dot_product_attention(q, k, v, dropout=0.0, training=False):
     """
     assert q.dim() == 4 and q.shape[:2] == k.shape[:2] and q.shape[-1] == k.shape[-1], \
         f"q and k must be (B, h, N, d), got {tuple(q.shape)}, {tuple(k.shape)}"
-    assert v.shape[:3] == k.shape[:3], f"v must be (B, h, N, d_v) like k, got {tuple(v.shape)} vs {tuple(k.shape)}"
+    assert v.shape[:3] == k.shape[:3], (f"v must be (B, h, N, d_v) like k, got {tuple(v.shape)} vs "
+                                        f"{tuple(k.shape)}")
     d_k = q.shape[-1]
     # Eq. 2.1: scores QK^T / sqrt(d_k), scaled so the softmax does not saturate (§2.2.1.1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, h, N, N)
@@ -108,7 +109,8 @@ class MultiHeadSelfAttention(nn.Module):
             p = self.dropout if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d)
         else:
-            out, weights = scaled_dot_product_attention(q, k, v, self.dropout, self.training)  # (B, h, N, d), (B, h, N, N)
+            out, weights = scaled_dot_product_attention(q, k, v, self.dropout,
+                                                        self.training)  # (B, h, N, d), (B, h, N, N)
         # Fig. 2.4: concatenate the heads, then the final linear transformation
         out = out.transpose(1, 2).reshape(B, N, h * d)  # (B, N, h*d)
         out = self.out_proj(out)  # (B, N, D)
@@ -117,5 +119,5 @@ class MultiHeadSelfAttention(nn.Module):
         return out
 
     def extra_repr(self):
-        return (f"embed_dim={self.embed_dim}, n_heads={self.n_heads}, head_dim={self.head_dim}, dropout={self.dropout}"
-                + (", fused=True" if self.fused else ""))
+        return (f"embed_dim={self.embed_dim}, n_heads={self.n_heads}, head_dim={self.head_dim}, "
+                f"dropout={self.dropout}" + (", fused=True" if self.fused else ""))

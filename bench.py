@@ -172,10 +172,12 @@ def bench_one(name, arch, size, filters, options, device, big_batch, quick):
     if cuda:
         memory, memory_kind = torch.cuda.max_memory_allocated(device), "measured peak"
     else:
-        memory, memory_kind = training_memory_lower_bound(model, x, step_loss), "saved for backward + weights x4"
+        memory, memory_kind = (training_memory_lower_bound(model, x, step_loss),
+                               "saved for backward + weights x4")
     thesis = thesis_numbers.inference_ms(arch, size, filters)
     thesis_mean = float(thesis.split()[0]) if thesis else None
-    return {"model": name, "arch": arch, "size": size, "filters": filters, "variant": "+".join(options) or "fp32",
+    return {"model": name, "arch": arch, "size": size, "filters": filters,
+            "variant": "+".join(options) or "fp32",
             "params": params, "thesis_params_millions": thesis_numbers.params(arch, size, filters),
             "gmacs_per_patch": macs / 1e9, "latency_ms": ms, "latency_std_ms": ms_std, "thesis_ms": thesis,
             "speedup_vs_thesis": thesis_mean / ms if thesis_mean else None,
@@ -192,9 +194,10 @@ HEADER = ("| model | F | variant | params | GMACs | ms, batch 1 | thesis ms (RTX
 
 def markdown_row(r):
     speedup = "-" if r["speedup_vs_thesis"] is None else f"{r['speedup_vs_thesis']:.2f}"
-    return (f"| {r['model']} | {r['filters']} | {r['variant']} | {r['params'] / 1e6:.3f}M | {r['gmacs_per_patch']:.2f} | "
-            f"{r['latency_ms']:.2f} ± {r['latency_std_ms']:.2f} | {r['thesis_ms'] or '-'} | {speedup} | "
-            f"{r['throughput_patches_per_s']:.1f} | {r['train_step_ms']:.0f} ± {r['train_step_std_ms']:.0f} | "
+    return (f"| {r['model']} | {r['filters']} | {r['variant']} | {r['params'] / 1e6:.3f}M | "
+            f"{r['gmacs_per_patch']:.2f} | {r['latency_ms']:.2f} ± {r['latency_std_ms']:.2f} | "
+            f"{r['thesis_ms'] or '-'} | {speedup} | {r['throughput_patches_per_s']:.1f} | "
+            f"{r['train_step_ms']:.0f} ± {r['train_step_std_ms']:.0f} | "
             f"{r['memory_mb']:.0f} |")
 
 
@@ -228,8 +231,8 @@ def parse_args(argv):
     p.add_argument("--models", help=f"comma-separated, from: {', '.join(m[0] for m in MODELS)}")
     p.add_argument("--variants", help="comma-separated; default: " + "; ".join(f"{k}: {v}" for k, v in
                                                                                  DEFAULT_VARIANTS.items()))
-    p.add_argument("--batch", type=cli.at_least(int), help="the large batch of the throughput column (default 64 "
-                   "GPU, 8 CPU)")
+    p.add_argument("--batch", type=cli.at_least(int), help="the large batch of the throughput column "
+                   "(default 64 GPU, 8 CPU)")
     p.add_argument("--threads", type=cli.at_least(int), help="CPU threads (torch.set_num_threads)")
     p.add_argument("--json", default="bench.json", help="where to write every number (default bench.json; an "
                    "existing file is never replaced)")
@@ -274,7 +277,8 @@ def run_command(argv):
             done.add(options)
             rows.append(bench_one(name, arch, size, filters, options, device, big, a.quick))
             print(markdown_row(rows[-1]), flush=True)
-            cli.write_json({**info, "rows": rows}, a.json)  # after every row: an interrupted run keeps its rows
+            # after every row: an interrupted run keeps its rows
+            cli.write_json({**info, "rows": rows}, a.json)
     print(f"wrote {a.json}")
     return rows
 

@@ -130,7 +130,8 @@ def read_json(path, what="file"):
     except OSError as exc:
         raise UsageError(f"{path}: cannot read this {what} ({exc.strerror})") from None
     except ValueError:
-        raise UsageError(f"{path}: this {what} is not valid JSON; the file is damaged or was edited") from None
+        raise UsageError(f"{path}: this {what} is not valid JSON; the file is damaged or was "
+                         "edited") from None
 
 
 def clock(seconds):

@@ -51,7 +51,8 @@ LAYOUT_HELP = "train/x, train/y, test/x, test/y, or the zips' Train_In, Train_Ou
 def _child(folder, name):
     """The entry of `folder` called `name` in any case ('train/x' walks two levels), or None."""
     for part in name.split("/"):
-        found = sorted(n for n in os.listdir(folder) if n.lower() == part.lower()) if os.path.isdir(folder) else []
+        found = (sorted(n for n in os.listdir(folder) if n.lower() == part.lower())
+                 if os.path.isdir(folder) else [])
         if not found:
             return None
         folder = os.path.join(folder, found[0])
@@ -165,17 +166,19 @@ def read_files(paths, is_mask=False, notes=None):
     background. `notes` (a dict) gathers what the data report tells: "modes", "converted", for masks
     "values" ({(value, full scale): pixels}) and "scales"; without it conversions and odd mask values warn.
     """
-    note = {"modes": set(), "converted": set(), "scales": set(), "values": Counter()} if notes is None else notes
+    note = ({"modes": set(), "converted": set(), "scales": set(), "values": Counter()}
+            if notes is None else notes)
     for key, empty in (("modes", set), ("converted", set), ("scales", set), ("values", Counter)):
         note.setdefault(key, empty())
     files = []
     for path in paths:
         try:
             with Image.open(path) as im:
-                files.append((path, [_page(im, k, path, is_mask, note) for k in range(getattr(im, "n_frames", 1))]))
+                files.append((path, [_page(im, k, path, is_mask, note)
+                                     for k in range(getattr(im, "n_frames", 1))]))
         except (OSError, ValueError, SyntaxError, EOFError) as e:  # includes UnidentifiedImageError
-            raise DataError(f"{path}: cannot read this file as an image ({' '.join(str(e).split())}); replace "
-                            "or remove the corrupt file") from e
+            raise DataError(f"{path}: cannot read this file as an image ({' '.join(str(e).split())}); "
+                            "replace or remove the corrupt file") from e
     if notes is None and paths:
         warn_about(os.path.dirname(paths[0]), note)
     return files
@@ -209,11 +212,13 @@ def mask_rule(values):
     below = [(v, s) for v, s in extra if v * 2 < s]
     low = "none is background"
     if below:
-        named = ", ".join(f"{v:g}" for v, _ in below) if len(below) <= 3 else f"the {len(below)} values below half"
-        low = f"{named} ({sum(values[b] for b in below)} pixels) {'is' if len(below) == 1 else 'are'} background"
-    return (f"masks hold {len(extra)} value{'s' if len(extra) > 1 else ''} besides 0 and {scale} ({shown}) on "
-            f"{sum(values[e] for e in extra)} pixels; a pixel is foreground when it is at least half the full "
-            f"scale (>= {cut}), so {low}")
+        named = (", ".join(f"{v:g}" for v, _ in below) if len(below) <= 3
+                 else f"the {len(below)} values below half")
+        low = (f"{named} ({sum(values[b] for b in below)} pixels) {'is' if len(below) == 1 else 'are'} "
+               "background")
+    return (f"masks hold {len(extra)} value{'s' if len(extra) > 1 else ''} besides 0 and {scale} "
+            f"({shown}) on {sum(values[e] for e in extra)} pixels; a pixel is foreground when it is at "
+            f"least half the full scale (>= {cut}), so {low}")
 
 
 def warn_about(folder, note):
@@ -254,14 +259,15 @@ def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
     numbered = None not in xs and None not in ys
     if len(x_files) != len(y_files):
         spare = [(f, n) for f, n in zip(x_files, xs) if numbered and n not in set(ys)]
-        lonely = f"; {spare[0][0]} has none (no mask file carries slice number {spare[0][1]})" if spare else ""
-        raise DataError(f"{x_dir} holds {len(x_files)} images but {y_dir} holds {len(y_files)} masks{lonely}; "
-                        "every image needs exactly one mask")
+        lonely = (f"; {spare[0][0]} has none (no mask file carries slice number {spare[0][1]})"
+                  if spare else "")
+        raise DataError(f"{x_dir} holds {len(x_files)} images but {y_dir} holds {len(y_files)} "
+                        f"masks{lonely}; every image needs exactly one mask")
     for image, mask, a, b in zip(x_files, y_files, xs, ys):
         if numbered and a != b:
-            raise DataError(f"{image} would be paired with {mask}, but their names carry slice numbers {a} and "
-                            f"{b}; rename the files so that each image and its mask carry the same number "
-                            "(files pair in natural name order: 2 before 10)")
+            raise DataError(f"{image} would be paired with {mask}, but their names carry slice numbers "
+                            f"{a} and {b}; rename the files so that each image and its mask carry the same "
+                            "number (files pair in natural name order: 2 before 10)")
     return numbered
 
 
@@ -325,8 +331,9 @@ def load_split(root, split, masks=True):
 
 # ---------------------------------------------------------------- the data report: python data.py DIR
 
-MODES = {"1": "1-bit", "L": "8-bit grey", "I;16": "16-bit grey", "I;16B": "16-bit grey", "I": "32-bit integer",
-         "F": "32-bit float", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "P": "8-bit palette", "LA": "grey + alpha"}
+MODES = {"1": "1-bit", "L": "8-bit grey", "I;16": "16-bit grey", "I;16B": "16-bit grey",
+         "I": "32-bit integer", "F": "32-bit float", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA",
+         "P": "8-bit palette", "LA": "grey + alpha"}
 
 
 def _modes(note):
@@ -340,9 +347,11 @@ def describe_split(s, root):
     lines = [f"{s.split}: {n} slices of {height}x{width} from {rel(s.folders[0])}, images "
              f"{_modes(s.notes['images'])}"]
     converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
-    lines.append(f"  converted: {'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
+    lines.append("  converted: "
+                 f"{'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
     if s.masks is None:
-        lines.append(f"  masks: none ({rel(s.folders[1])} not found): an unlabelled set, for adapt.py --target")
+        lines.append(f"  masks: none ({rel(s.folders[1])} not found): an unlabelled set, for adapt.py "
+                     "--target")
         return lines
     values, rule = s.notes["masks"]["values"], mask_rule(s.notes["masks"]["values"])
     total = sum(values.values())
@@ -367,8 +376,9 @@ def report(root, out=print):
         splits[split] = read_split(root, split, masks=os.path.isdir(folders[split][1]))
         out("\n".join(describe_split(splits[split], root)))
     unlabelled = [s for s, part in splits.items() if part.masks is None]
-    out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py --target reads "
-        "none" if unlabelled else f"ok: {len(splits['train'].images)} train and {len(splits['test'].images)} test "
+    out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py --target "
+        "reads none" if unlabelled
+        else f"ok: {len(splits['train'].images)} train and {len(splits['test'].images)} test "
         "slices, each paired with its own mask")
     return splits
 

@@ -49,8 +49,8 @@ def check_batch(batch_size):
     world_size = world()[1]
     if batch_size % world_size:
         from cli import UsageError
-        raise UsageError(f"--batch-size {batch_size} is the whole batch, shared by the {world_size} processes "
-                         f"of torchrun: use a multiple of {world_size}")
+        raise UsageError(f"--batch-size {batch_size} is the whole batch, shared by the {world_size} "
+                         f"processes of torchrun: use a multiple of {world_size}")
 
 
 def describe(batch_size):
@@ -58,8 +58,8 @@ def describe(batch_size):
     world_size = world()[1]
     if world_size == 1:
         return ""
-    return (f"; torchrun: {world_size} processes ({dist.get_backend()}), each trains {batch_size // world_size} "
-            f"of every batch of {batch_size}; rank 0 logs, saves and evaluates")
+    return (f"; torchrun: {world_size} processes ({dist.get_backend()}), each trains "
+            f"{batch_size // world_size} of every batch of {batch_size}; rank 0 logs, saves and evaluates")
 
 
 def leave():
@@ -87,7 +87,8 @@ def mean(value):
 
 
 def seed_dropout(seed, epoch):
-    """Under torchrun, processes other than rank 0 draw dropout masks of their own, from (seed, epoch, rank)."""
+    """Under torchrun, processes other than rank 0 draw dropout masks of their own,
+    from (seed, epoch, rank)."""
     rank = world()[0]
     if rank > 0:
         torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
@@ -135,7 +136,8 @@ def train_loader(train_ds, batch_size, seed, epoch, workers=0, pin_memory=False)
     shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
     common = {"num_workers": workers, "pin_memory": pin_memory}  # pinned: non-blocking copies to the GPU
     if world_size == 1:
-        return torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=shuffle, **common)
+        return torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=shuffle,
+                                           **common)
     order = [int(i) for i in torch.utils.data.DataLoader(range(len(train_ds)), batch_size=None, shuffle=True,
                                                           generator=shuffle)]
     order += order[:(-len(order)) % world_size]  # as DistributedSampler pads
@@ -146,7 +148,8 @@ def train_loader(train_ds, batch_size, seed, epoch, workers=0, pin_memory=False)
 def shard(dataset):
     """This process's share of a data set under torchrun (every N-th item); all of it otherwise."""
     rank, world_size = world()
-    return dataset if world_size == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
+    return (dataset if world_size == 1
+            else torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size)))
 
 
 def training_module(model, device, compile=False):
@@ -156,7 +159,8 @@ def training_module(model, device, compile=False):
     `model`'s own weights."""
     net = model
     if world()[1] > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index]
+                                                  if device.type == "cuda" else None)
     if compile:
         net = torch.compile(net)
     return net

@@ -163,7 +163,8 @@ def draw_curves(history, path, pretext):
     img = Image.new("RGB", (900, 340), "white")
     draw = ImageDraw.Draw(img)
     epochs = [h["epoch"] for h in history]
-    panels = [("loss (train: blue, val: orange)", [("train_loss", (31, 119, 180)), ("val_loss", (255, 127, 14))])]
+    panels = [("loss (train: blue, val: orange)",
+               [("train_loss", (31, 119, 180)), ("val_loss", (255, 127, 14))])]
     if not pretext:
         panels.append(("validation IoU_F", [("val_iou_f", (44, 160, 44))]))
     width = 880 // len(panels)
@@ -180,7 +181,8 @@ def draw_curves(history, path, pretext):
         draw.text((x1 - 60, y1 + 8), f"epoch {epochs[-1]}", fill="black")
         span = max(epochs[-1] - epochs[0], 1)
         for key, colour in series:
-            pts = [(x0 + (h["epoch"] - epochs[0]) / span * (x1 - x0), y1 - (h[key] - lo) / (hi - lo) * (y1 - y0))
+            pts = [(x0 + (h["epoch"] - epochs[0]) / span * (x1 - x0),
+                    y1 - (h[key] - lo) / (hi - lo) * (y1 - y0))
                    for h in history if math.isfinite(h[key])]
             if len(pts) > 1:
                 draw.line(pts, fill=colour, width=2)

@@ -81,7 +81,8 @@ def display_name(arch, size, filters):
 
 def summary(arch, size, filters, kwargs):
     """Lines: the parameter count at the thesis's 256x256 input, beside Table 5.2/5.4's."""
-    model = build_model(arch, size, filters, **({**kwargs, "img_size": 256} if ARCHS[arch]["sized"] else kwargs))
+    model = build_model(arch, size, filters,
+                        **({**kwargs, "img_size": 256} if ARCHS[arch]["sized"] else kwargs))
     params, keras = evaluate.count_parameters(model)
     thesis = thesis_numbers.params(arch, size if ARCHS[arch]["sized"] else None, filters)
     lines = [f"{display_name(arch, size, filters)}: {params:,} trainable parameters "
@@ -125,13 +126,14 @@ def rebuild(checkpoint, name="checkpoint"):
     try:
         model = build_model(cfg["arch"], cfg["size"], cfg["filters"], **cfg["model_kwargs"])
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{name}: its config does not describe a model of this project ({exc})") from None
+        raise CheckpointError(f"{name}: its config does not describe a model of this project "
+                              f"({exc})") from None
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise CheckpointError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config ({first}); "
-                       "the file is damaged or was edited") from None
+        raise CheckpointError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config "
+                       f"({first}); the file is damaged or was edited") from None
     if checkpoint["run"]["channels_last"]:  # the run's layout, so its evaluation is reproduced exactly
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -150,22 +152,26 @@ def load_checkpoint(path, flag, keys=("model", "config", "run")):
         if "global" not in str(exc).lower():  # not a pickle at all, or a damaged one
             raise CheckpointError(f"{name}: not a checkpoint written by train.py (unreadable); "
                            "pass the best.pt or last.pt of an earlier run") from None
-        raise CheckpointError(f"{name}: refused, the file holds Python objects other than tensors, numbers, strings, "
-                       "lists and dicts (loading it could run code); use a checkpoint written by train.py") from None
+        raise CheckpointError(f"{name}: refused, the file holds Python objects other than tensors, numbers, "
+                       "strings, lists and dicts (loading it could run code); use a checkpoint written by "
+                       "train.py") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise CheckpointError(f"{name}: not a checkpoint written by train.py ({exc.__class__.__name__}); "
                        "pass the best.pt or last.pt of an earlier run") from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{name}: not a checkpoint written by train.py (a {type(ckpt).__name__}, not a dict)")
+        raise CheckpointError(f"{name}: not a checkpoint written by train.py "
+                              f"(a {type(ckpt).__name__}, not a dict)")
     missing = [k for k in keys if k not in ckpt]
     for key, inner in (("config", CONFIG_KEYS), ("run", RUN_KEYS)):
         if key in keys and key not in missing:
             missing += [f"{key}.{k}" for k in inner if not isinstance(ckpt[key], dict) or k not in ckpt[key]]
     if missing:
-        raise CheckpointError(f"{name}: not a checkpoint written by train.py (no {', '.join(missing)} inside)")
+        raise CheckpointError(f"{name}: not a checkpoint written by train.py "
+                              f"(no {', '.join(missing)} inside)")
     if "model" in keys and not (isinstance(ckpt["model"], dict)
                                 and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
-        raise CheckpointError(f"{name}: its 'model' entry is not a table of tensors; the file is damaged or was edited")
+        raise CheckpointError(f"{name}: its 'model' entry is not a table of tensors; the file is damaged "
+                              "or was edited")
     return ckpt
 
 

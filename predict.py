@@ -105,11 +105,13 @@ def read_masks(path, files, input_path):
     mask_files = data.read_files(mask_paths(path, image_dir), is_mask=True)
     masks = [m for _, pages in mask_files for m in pages]
     slices = [p for _, pages in files for p in pages]
-    data.pair_files(len(slices), [f for f, _ in files], len(masks), [f for f, _ in mask_files], image_dir, path)
+    data.pair_files(len(slices), [f for f, _ in files], len(masks), [f for f, _ in mask_files], image_dir,
+                    path)
     for k, (mask, image) in enumerate(zip(masks, slices)):
         if mask.shape != image.shape:
-            raise cli.UsageError(f"--masks {path}: mask {k + 1} is {mask.shape[0]}x{mask.shape[1]} but its slice is "
-                                 f"{image.shape[0]}x{image.shape[1]}; a mask must match its slice pixel for pixel")
+            raise cli.UsageError(f"--masks {path}: mask {k + 1} is {mask.shape[0]}x{mask.shape[1]} but its "
+                                 f"slice is {image.shape[0]}x{image.shape[1]}; a mask must match its slice "
+                                 "pixel for pixel")
     return masks
 
 
@@ -124,8 +126,8 @@ def segment(args, model, device, files):
         targets.append(os.path.join(args.out, "metrics.json"))
     existing = [p for p in targets if os.path.exists(p)]
     if existing and not args.overwrite:
-        raise cli.UsageError(f"{existing[0]} already exists ({len(existing)} output file(s) would be replaced); "
-                             "choose another --out or add --overwrite")
+        raise cli.UsageError(f"{existing[0]} already exists ({len(existing)} output file(s) would be "
+                             "replaced); choose another --out or add --overwrite")
     os.makedirs(args.out, exist_ok=True)
     slices = [(entry, page) for entry, (_, pages) in zip(plan, files) for page in pages]
     bar = tqdm(slices, desc="slices", unit="slice", file=sys.stderr)
@@ -145,7 +147,8 @@ def segment(args, model, device, files):
     if masks is None:
         return {"probabilities": probs}
     metrics = evaluate.evaluate_stack(probs, masks, args.threshold)
-    names = [e["input"] if e["pages"] == 1 else f"{e['input']} (page {j + 1})" for e in plan for j in range(e["pages"])]
+    names = [e["input"] if e["pages"] == 1 else f"{e['input']} (page {j + 1})"
+             for e in plan for j in range(e["pages"])]
     for name, s in zip(names, metrics["per_slice"]):
         s["slice"] = name
         print(f"{name}: IoU_F {s['iou_f']:.4f}  Dice {s['dice']:.4f}")
@@ -175,7 +178,8 @@ def attention_rollout(maps):
 
 def heat_colours(values):
     """(H, W) float in [0, 1] -> (H, W, 3) float32 RGB on a dark-blue to yellow scale."""
-    stops = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]], np.float32)
+    stops = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]],
+                     np.float32)
     position = np.clip(values, 0, 1) * (len(stops) - 1)  # (H, W) float in [0, 4]
     low = np.minimum(np.floor(position).astype(int), len(stops) - 2)
     frac = (position - low)[..., None]  # (H, W, 1)
@@ -244,12 +248,14 @@ def attention_figures(args, model, device, image, name):
             r, c = divmod(head, cols)
             values = weights[0, head, q].reshape(grid, grid).numpy()  # (T/P, T/P), sums to 1 over the grid
             sheet.paste(heat_over(window, values, query, patch), (c * (side + 4), r * (side + 20) + 18))
-            draw.text((c * (side + 4) + 2, r * (side + 20) + 3), f"layer {layer + 1}, head {head + 1}", fill="black")
+            draw.text((c * (side + 4) + 2, r * (side + 20) + 3), f"layer {layer + 1}, head {head + 1}",
+                      fill="black")
         sheet.save(path)
     rollout = attention_rollout(maps)  # (1, N, N)
     heat_over(window, rollout[0, q].reshape(grid, grid).numpy(), query, patch).save(paths[-1])
-    print(f"attention of patch {query[0]},{query[1]} in the {side}x{side} window at rows {top}-{top + side - 1}, "
-          f"columns {left}-{left + side - 1} of {name}: {len(maps)} layer grids and the rollout in {args.out}")
+    print(f"attention of patch {query[0]},{query[1]} in the {side}x{side} window at rows "
+          f"{top}-{top + side - 1}, columns {left}-{left + side - 1} of {name}: {len(maps)} layer grids and "
+          f"the rollout in {args.out}")
     return {"maps": maps, "rollout": rollout, "window": window, "paths": paths}
 
 
@@ -273,14 +279,17 @@ def parse_args(argv):
                    "foreground (§4.2.1: 0.5)")
     p.add_argument("--probabilities", action="store_true", help="also write 8-bit probability maps")
     p.add_argument("--masks", help="ground-truth masks (file or folder) to score IoU_F and Dice against")
-    p.add_argument("--overlays", type=cli.at_least(int, 0), default=3, help="overlay PNGs for the first N slices")
+    p.add_argument("--overlays", type=cli.at_least(int, 0), default=3,
+                   help="overlay PNGs for the first N slices")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU with bf16 units)")
     a = p.add_argument_group("attention maps (UNETR-2D / YNETR-2D)")
     a.add_argument("--attention", action="store_true", help="draw every head's attention and the rollout")
-    a.add_argument("--window-at", type=pair, metavar="Y,X", help="centre of the window (default: image centre)")
-    a.add_argument("--query-patch", type=pair, metavar="I,J", help="query patch row,column (default: grid centre)")
+    a.add_argument("--window-at", type=pair, metavar="Y,X",
+                   help="centre of the window (default: image centre)")
+    a.add_argument("--query-patch", type=pair, metavar="I,J",
+                   help="query patch row,column (default: grid centre)")
     return p.parse_args(argv)
 
 

@@ -48,7 +48,8 @@ DEMO = {
     "threads": 1,             # the demo's small tensors run faster on one thread than on two
 }
 # Epochs per arch, so that each demo costs about what 30 epochs of UNETR-2D Mini cost (per epoch on one
-# thread: YNETR-2D 1.7x, Attention Y-Net with BatchNorm 1.8x, Attention U-Net with BatchNorm 1.4x, U-Net 0.85x).
+# thread: YNETR-2D 1.7x, Attention Y-Net with BatchNorm 1.8x, Attention U-Net with BatchNorm 1.4x,
+# U-Net 0.85x).
 DEMO_EPOCHS = {"unetr2d": 30, "ynetr2d": 18, "unet": 35, "attention_unet": 22, "attention_ynet": 17}
 # Without BatchNorm the attention-gated CNNs predict no mitochondria for their first 10-15 epochs and end
 # a short run far behind; with it they learn as fast as the others (`--no-batch-norm`: the thesis's).
@@ -94,7 +95,8 @@ ADAPT_LIGHT = {
     **ADAPT,
     "crops": 240, "tile": 128, "filters": 8,  # a CPU budget
     "batch_size": 4, "stage_lr": (1e-3, 1e-3, 1e-3),  # batch 1 at lr 2e-4 never learnt the source in time
-    "batch_norm": True, "bn_momentum": 0.1,  # stage 3 reached a source IoU_F of 0.71-0.78 with it, 0.52 without
+    # stage 3 reached a source IoU_F of 0.71-0.78 with it, 0.52 without
+    "batch_norm": True, "bn_momentum": 0.1,
     "stage_epochs": (5, 3, 15),
 }
 
@@ -111,7 +113,8 @@ def for_arch(name, arch):
     return settings
 
 
-NONE_MEANS = {"filters": "the arch's", "batch_norm": "the arch's", "patience": "off", "threads": "one per core"}
+NONE_MEANS = {"filters": "the arch's", "batch_norm": "the arch's", "patience": "off",
+              "threads": "one per core"}
 
 
 def _shown(key, value):

@@ -68,7 +68,8 @@ ABLATION_MODELS = [("unet", "U-Net [34]", {"arch": "unet", "filters": 16}),
 
 
 def ablation_settings(on):
-    """The model and data settings for the set of §5.1.1 components switched on (the rest at the baseline)."""
+    """The model and data settings for the set of §5.1.1 components switched on (the rest at the
+    baseline)."""
     return {"augment": "augment" in on, "batch_norm": "batch_norm" in on,
             "dropout": DROPOUT if "dropout" in on else 0.0, "activation": "elu" if "elu" in on else "relu",
             "init": "he_normal" if "he_normal" in on else "glorot_uniform",
@@ -117,8 +118,8 @@ def format_5_2(results):
     (_, rows), = results.items()
     header = ["N initial filters", "IoU_F (ours)", "IoU_F (thesis)", "Params (ours)", "Params (thesis)",
               "ms (ours)", "ms (thesis)"]
-    return header, [[r.label, iou(r.runs), r.thesis["iou"], params(r.runs), f"{r.thesis['params']}M", ms(r.runs),
-                     r.thesis["ms"]] for r in rows], []
+    return header, [[r.label, iou(r.runs), r.thesis["iou"], params(r.runs), f"{r.thesis['params']}M",
+                     ms(r.runs), r.thesis["ms"]] for r in rows], []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,13 +128,17 @@ def format_5_2(results):
 def rows_5_4(names):
     tables = {}
     for i, name in enumerate(names):
-        # The thesis's data set for this one: named in the folder, else --data = Lucchi++, --data2 = Kasthuri++.
-        thesis = "kasthuri" if "kasthuri" in name else "lucchi" if "lucchi" in name else ("lucchi", "kasthuri")[i]
+        # The thesis's data set for this one: named in the folder, else --data = Lucchi++,
+        # --data2 = Kasthuri++.
+        thesis = ("kasthuri" if "kasthuri" in name else "lucchi" if "lucchi" in name
+                  else ("lucchi", "kasthuri")[i])
         rows = []
         for (arch, size), label in tn.LABELS_5_4.items():
-            settings = {"arch": arch, "filters": models.ARCHS[arch]["filters"], **({"size": size} if size else {})}
+            settings = {"arch": arch, "filters": models.ARCHS[arch]["filters"],
+                        **({"size": size} if size else {})}
             if name == "synthetic" and arch == "attention_unet":
-                settings["batch_norm"] = False  # --quick trains with the demo's changes; keep the thesis's network
+                # --quick trains with the demo's changes; keep the thesis's network
+                settings["batch_norm"] = False
             iou_f, ms_f = tn.TABLE_5_4[thesis][(arch, size)]
             rows.append(Row(arch.replace("_", "-") + (f"-{size}" if size else ""), thesis, label, settings,
                             {"iou": iou_f, "params": tn.PARAMS_5_4[(arch, size)], "ms": ms_f}))
@@ -148,8 +153,8 @@ def format_5_4(results):
     for name, rows in results.items():
         for i, r in enumerate(rows):
             where = f"{name} (thesis: {tn.DATASETS_5_4[r.group]})" if i == 0 else ""
-            lines.append([where, r.label, params(r.runs), f"{r.thesis['params']}M", iou(r.runs), r.thesis["iou"],
-                          ms(r.runs), r.thesis["ms"]])
+            lines.append([where, r.label, params(r.runs), f"{r.thesis['params']}M", iou(r.runs),
+                          r.thesis["iou"], ms(r.runs), r.thesis["ms"]])
     return header, lines, []
 
 
@@ -159,7 +164,8 @@ def format_5_4(results):
 def rows_5_5(names):
     base = {"arch": "unetr2d", "size": "base", "filters": 32}
     return {names[0]: [Row(pretext or "baseline", "Denoise" if pretext else "None", label, base,
-                           {"iou": iou_f, "delta": delta}, pretrain={**base, "pretext": pretext} if pretext else None)
+                           {"iou": iou_f, "delta": delta},
+                           pretrain={**base, "pretext": pretext} if pretext else None)
                        for pretext, label, delta, iou_f in tn.TABLE_5_5]}
 
 
@@ -175,8 +181,9 @@ def format_5_5(results):
         lines.append([r.group if k < 2 else "", r.label, mean_std([x["test_mse"] for x in r.pre_runs], 4)
                       if r.pretrain else "", delta + iou(r.runs),
                       (f"({r.thesis['delta']}) " if r.thesis["delta"] else "") + r.thesis["iou"]])
-    return header, lines, ["In brackets: the difference of the means from the baseline row. Each seed pre-trains "
-                           "on its pretext (MSE, no masks, §5.3) and fine-tunes from that run's best.pt."]
+    return header, lines, ["In brackets: the difference of the means from the baseline row. Each seed "
+                           "pre-trains on its pretext (MSE, no masks, §5.3) and fine-tunes from that run's "
+                           "best.pt."]
 
 
 TABLES = {"5.1": (rows_5_1, format_5_1), "5.2": (rows_5_2, format_5_2), "5.4": (rows_5_4, format_5_4),
@@ -196,7 +203,8 @@ def run_table(table, opts):
     if wanted and wanted - known:
         raise cli.UsageError(f"--rows: unknown row {', '.join(sorted(wanted - known))}; table {table} has "
                              f"{', '.join(sorted(known))}")
-    pick = lambda r: not r.skip and (wanted is None or r.key in wanted or r.key.split("/")[-1] in wanted)  # noqa: E731
+    pick = lambda r: not r.skip and (wanted is None or r.key in wanted  # noqa: E731
+                                     or r.key.split("/")[-1] in wanted)
     device = cli.pick_device(opts.device)
     for seed in range(opts.repeats):
         for (name, rows), data in zip(plan.items(), opts.data):
@@ -249,8 +257,8 @@ def footnotes(table, results):
     for x in every:
         sides.setdefault(x["inference_patch"], set()).add(x["arch"])
     where = "; ".join(f"{s}x{s} ({', '.join(sorted(a))})" for s, a in sorted(sides.items()))
-    notes = [f"ours: {len(every)} run(s) on {', '.join(sorted({x['device'] for x in every}))}; inference ms per "
-             f"patch, batch 1: {where}. Thesis: 10 runs, 256x256 patches on an RTX 3090."]
+    notes = [f"ours: {len(every)} run(s) on {', '.join(sorted({x['device'] for x in every}))}; inference ms "
+             f"per patch, batch 1: {where}. Thesis: 10 runs, 256x256 patches on an RTX 3090."]
     if table in ("5.2", "5.4") and any(x["inference_patch"] != 256 for x in every
                                        if models.ARCHS[x["arch"]]["sized"]):
         notes.append("UNETR-2D/YNETR-2D parameters are counted at the trained tile side; the position "
@@ -270,13 +278,15 @@ def write_outputs(table, results, opts, argv):
             if opts.quick else ", ".join(opts.data))
     body = markdown(header, lines)
     text = "\n".join([f"# {TITLES[table]}", "", f"Command: `python reproduce.py {' '.join(argv)}`  ",
-                      f"Data: {data}", "", body, ""] + [f"- {n}" for n in notes + footnotes(table, results)]) + "\n"
+                      f"Data: {data}", "", body, ""]
+                     + [f"- {n}" for n in notes + footnotes(table, results)]) + "\n"
     print(body if opts.markdown else "\n" + text)
     os.makedirs(opts.out, exist_ok=True)
     with open(os.path.join(opts.out, f"table_{table}.md"), "w") as f:
         f.write(text)
     strip = lambda r: {"seed": r["run"]["fit"]["seed"], "folder": r["out"],  # noqa: E731
-                       **{k: v for k, v in r.items() if k not in ("run", "out")}}  # the folder has the settings
+                       # the folder has the settings
+                       **{k: v for k, v in r.items() if k not in ("run", "out")}}
     rows = [{"data": name, "key": r.key, "group": r.group, "label": r.label, "settings": r.settings,
              "thesis": r.thesis, "skipped": r.skip or None, "runs": [strip(x) for x in r.runs],
              "pretrain_runs": [strip(x) for x in r.pre_runs]} for name, rs in results.items() for r in rs]
@@ -290,43 +300,46 @@ def write_outputs(table, results, opts, argv):
 # Command line.
 
 def parse_args(argv):
-    p = cli.ArgumentParser(description="Regenerate the thesis's tables, each cell a training run, printed beside "
-                           "the thesis's numbers.")
+    p = cli.ArgumentParser(description="Regenerate the thesis's tables, each cell a training run, printed "
+                           "beside the thesis's numbers.")
     p.add_argument("table", choices=[*TABLES, "A1"], help="5.1 ablation (U-Net, UNETR-2D Base); 5.2 initial "
-                   "filters; 5.4 every network on two data sets; 5.5 denoising pretexts; A1 domain adaptation")
-    p.add_argument("--data", help="data-set folder (either layout, python data.py DIR checks it); thesis: Lucchi "
-                   "(5.1), Lucchi++ (5.2, 5.4, 5.5); A1: the source of the first direction")
+                   "filters; 5.4 every network on two data sets; 5.5 denoising pretexts; A1 domain "
+                   "adaptation")
+    p.add_argument("--data", help="data-set folder (either layout, python data.py DIR checks it); thesis: "
+                   "Lucchi (5.1), Lucchi++ (5.2, 5.4, 5.5); A1: the source of the first direction")
     p.add_argument("--data2", help="5.4: the second data set (thesis: Kasthuri++); A1: the other data set")
-    p.add_argument("--repeats", type=cli.at_least(int), help=f"seeds 0..N-1 per cell (thesis: {THESIS_REPEATS}; "
-                   f"--quick: {QUICK_REPEATS})")
-    p.add_argument("--epochs", type=cli.at_least(int), help="epochs per run (thesis: 360 with patience 60; --quick: "
-                   "presets.QUICK's); not for A1, whose stages and baselines have their own")
+    p.add_argument("--repeats", type=cli.at_least(int), help="seeds 0..N-1 per cell "
+                   f"(thesis: {THESIS_REPEATS}; --quick: {QUICK_REPEATS})")
+    p.add_argument("--epochs", type=cli.at_least(int), help="epochs per run (thesis: 360 with patience 60; "
+                   "--quick: presets.QUICK's); not for A1, whose stages and baselines have their own")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--out", help="folder of the cells and tables (default runs/reproduce, runs/reproduce-quick)")
+    p.add_argument("--out", help="folder of the cells and tables (default runs/reproduce, "
+                   "runs/reproduce-quick)")
     p.add_argument("--quick", action="store_true", help="the built-in synthetic data and presets.QUICK (A1: "
                    "presets.LIGHT), minutes on a CPU")
-    p.add_argument("--rows", help="train only these rows, comma separated (e.g. unet,unetr2d-mini); the others "
-                   "print as —")
+    p.add_argument("--rows", help="train only these rows, comma separated (e.g. unet,unetr2d-mini); the "
+                   "others print as —")
     p.add_argument("--drop-last", action="store_true", help="delete the last.pt of each run this command "
                    "finishes (only needed to resume; saves disk on long tables)")
     p.add_argument("--markdown", action="store_true", help="print only the markdown table (for docs/)")
     opts = p.parse_args(argv)
     if opts.quick and (opts.data or opts.data2):
-        raise cli.UsageError("--quick trains on the built-in synthetic data; drop --data/--data2, or drop --quick "
-                             "and shorten the protocol with --epochs")
+        raise cli.UsageError("--quick trains on the built-in synthetic data; drop --data/--data2, or drop "
+                             "--quick and shorten the protocol with --epochs")
     if not opts.quick and not opts.data:
-        raise cli.UsageError(f"table {opts.table} needs --data DIR (a Lucchi++-style folder), or --quick for the "
-                             "built-in synthetic data")
+        raise cli.UsageError(f"table {opts.table} needs --data DIR (a Lucchi++-style folder), or --quick for "
+                             "the built-in synthetic data")
     if opts.data2 and opts.table not in ("5.4", "A1"):
         raise cli.UsageError(f"--data2 is for tables 5.4 and A1; table {opts.table} uses one data set")
     if opts.table == "A1" and opts.epochs:
-        raise cli.UsageError("--epochs: Table A.1's runs keep their own epochs (App. A's stages, the baselines' "
-                             "preset); shorten it with --quick")
+        raise cli.UsageError("--epochs: Table A.1's runs keep their own epochs (App. A's stages, the "
+                             "baselines' preset); shorten it with --quick")
     if opts.table == "A1" and opts.data and not opts.data2:
         raise cli.UsageError("table A1 needs two data sets: --data SOURCE --data2 TARGET (or --quick)")
     for d in (opts.data, opts.data2):
         if d and not os.path.isdir(d):
-            raise cli.UsageError(f"--data {d}: no such folder; pass a data-set folder (python data.py DIR checks one)")
+            raise cli.UsageError(f"--data {d}: no such folder; pass a data-set folder (python data.py DIR "
+                                 "checks one)")
     opts.data = [None] if opts.quick else [d for d in (opts.data, opts.data2) if d]
     opts.names = data_names(opts.table, opts.quick, opts.data)
     opts.repeats = opts.repeats or (QUICK_REPEATS if opts.quick else THESIS_REPEATS)

@@ -72,7 +72,8 @@ def smoothing_table(train_x, test_x, tile, seed=0):
                for t in tiles]
         rows[f"--rotation {rotation}"] = horizontal_variation(out) / base
     for angle in (10.0, 45.0, 90.0):
-        rows[f"bilinear at {angle:g} degrees"] = horizontal_variation([data.rotate(t, angle) for t in tiles]) / base
+        rows[f"bilinear at {angle:g} degrees"] = (horizontal_variation([data.rotate(t, angle) for t in tiles])
+                                                  / base)
     return rows
 
 
@@ -106,7 +107,8 @@ def minimal_loop(args, seed, rotation, steps):
                 image, mask = image[::-1], mask[::-1]
             xs.append(image.copy())
             ys.append(mask.astype(np.float32))
-        xb, yb = torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys))[:, None]  # (B, 1, T, T)
+        xb, yb = (torch.from_numpy(np.stack(xs))[:, None],
+                  torch.from_numpy(np.stack(ys))[:, None])  # (B, 1, T, T)
         loss = F.binary_cross_entropy_with_logits(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,7 +122,8 @@ def cell_config(args, settings, seed, epochs):
     """The training run of one cell: the thesis protocol with the study's sizes and the cell's changes."""
     norm = {"batch_norm": True, "bn_momentum": BN_MOMENTUM} if args.batch_norm else {}
     return runs.make_config("unet", preset="thesis", data=args.data, filters=args.filters, lr=args.lr,
-                            batch_size=args.batch_size, tile=args.tile, epochs=epochs, seed=seed, **norm, **settings)
+                            batch_size=args.batch_size, tile=args.tile, epochs=epochs, seed=seed, **norm,
+                            **settings)
 
 
 def epochs_for(args, settings, steps):
@@ -141,10 +144,12 @@ def summarise(runs):
         mine = [r for r in runs if r["cell"] == key]
         if not mine:
             continue
-        iou, pooled = np.array([r["test_iou_f"] for r in mine]), np.array([r["test_iou_f_global"] for r in mine])
+        iou, pooled = (np.array([r["test_iou_f"] for r in mine]),
+                       np.array([r["test_iou_f_global"] for r in mine]))
         delta = f"{iou.mean() - np.mean(base):+.3f}" if base else ""
-        lines.append(f"| {key} | {what} | {mine[0]['steps']} | {len(mine)} | {iou.mean():.3f} ± {iou.std():.3f} | "
-                     f"{pooled.mean():.3f} ± {pooled.std():.3f} | {delta} |")
+        lines.append(f"| {key} | {what} | {mine[0]['steps']} | {len(mine)} | "
+                     f"{iou.mean():.3f} ± {iou.std():.3f} | {pooled.mean():.3f} ± {pooled.std():.3f} | "
+                     f"{delta} |")
     return "\n".join(lines)
 
 
@@ -154,16 +159,18 @@ def parse_args(argv):
     p.add_argument("--out", help="results folder (default runs/rotation-study-<time>); must be new or empty")
     p.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated subset of {', '.join(CELLS)}")
     p.add_argument("--seeds", type=cli.at_least(int), default=2)
-    p.add_argument("--first-seed", type=cli.at_least(int, 0), default=0, help="seeds first-seed .. first-seed + "
-                   "seeds - 1")
-    p.add_argument("--steps", type=cli.at_least(int), default=432, help="optimiser steps per run (train.py: nearest "
-                   "whole epochs)")
-    p.add_argument("--filters", type=cli.at_least(int), default=8, help="U-Net initial filters F (the thesis: 16)")
+    p.add_argument("--first-seed", type=cli.at_least(int, 0), default=0,
+                   help="seeds first-seed .. first-seed + seeds - 1")
+    p.add_argument("--steps", type=cli.at_least(int), default=432, help="optimiser steps per run (train.py: "
+                   "nearest whole epochs)")
+    p.add_argument("--filters", type=cli.at_least(int), default=8,
+                   help="U-Net initial filters F (the thesis: 16)")
     p.add_argument("--lr", type=cli.at_least(float, 0.0), default=1e-3)
-    p.add_argument("--batch-norm", action="store_true", help=f"U-Net with BatchNorm (momentum {BN_MOMENTUM}); "
-                   "the thesis's best U-Net has none (Table 5.1)")
+    p.add_argument("--batch-norm", action="store_true", help=f"U-Net with BatchNorm (momentum "
+                   f"{BN_MOMENTUM}); the thesis's best U-Net has none (Table 5.1)")
     p.add_argument("--batch-size", type=cli.at_least(int), default=6)
-    p.add_argument("--tile", type=cli.at_least(int, 16), default=128, help="training tile side (the thesis: 256)")
+    p.add_argument("--tile", type=cli.at_least(int, 16), default=128,
+                   help="training tile side (the thesis: 256)")
     p.add_argument("--threads", type=cli.at_least(int), default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     unknown = [c for c in args.cells.split(",") if c.strip() not in CELLS]
@@ -188,7 +195,8 @@ def run_command(argv):
     for name, ratio in smoothing.items():
         print(f"  {name:28s} {ratio:.3f}")
     record = {"settings": vars(args), "torch": torch.__version__, "smoothing": smoothing, "runs": []}
-    for seed in range(args.first_seed, args.first_seed + args.seeds):  # a sweep stopped early has every cell once
+    # a sweep stopped early has every cell once
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for key in (c.strip() for c in args.cells.split(",")):
             record["runs"].append(run_cell(args, key, seed, out))
             cli.write_json(record, os.path.join(out, "study.json"))
@@ -211,8 +219,8 @@ def run_cell(args, key, seed, out):
         steps, result = args.steps, minimal_loop(args, seed, how, args.steps)
     run = {"cell": key, "seed": seed, "steps": steps, "wall_seconds": round(time.perf_counter() - start, 1),
            **{k: result[k] for k in ("test_iou_f", "test_iou_f_global", "test_dice", "train_seconds")}}
-    print(f"[study] {key} seed {seed}: test IoU_F {run['test_iou_f']:.4f} (pooled {run['test_iou_f_global']:.4f}), "
-          f"{steps} steps, {run['wall_seconds']:.0f}s", flush=True)
+    print(f"[study] {key} seed {seed}: test IoU_F {run['test_iou_f']:.4f} "
+          f"(pooled {run['test_iou_f_global']:.4f}), {steps} steps, {run['wall_seconds']:.0f}s", flush=True)
     return run
 
 

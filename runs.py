@@ -99,11 +99,13 @@ def make_config(arch="unetr2d", preset=None, device_type="cpu", **given):
     s["fit"] = train.FitConfig(**{f.name: s[f.name] for f in fields(train.FitConfig) if f.name in s and
                                   f.name != "pretext"}, pretext=bool(s["pretext"]))
     check(s)
-    if s.get("match_to") and s.get("target_hist") is None:  # App. A: the target's mean histogram, kept in checkpoints
+    # App. A: the target's mean histogram, kept in checkpoints
+    if s.get("match_to") and s.get("target_hist") is None:
         x = data.load_split(s["match_to"], "train", masks=False)[0]
         s["target_hist"] = tuple(float(v) for v in degrade.mean_histogram(x))
     run = RunConfig(**{f.name: s[f.name] for f in fields(RunConfig) if f.name in s})
-    try:  # the network built on the meta device (no memory, no time): knobs that do not fit it are refused now
+    # the network built on the meta device (no memory, no time): knobs that do not fit it are refused now
+    try:
         with torch.device("meta"):
             models.build_model(run.arch, run.size, run.filters, **run.model_kwargs)
     except ValueError as exc:  # e.g. a dropout list of the wrong length
@@ -120,11 +122,11 @@ def check(s):
     if s["tile"] % 16:
         raise cli.UsageError(f"--tile {s['tile']}: must be a multiple of 16 (the patch size, §2.2.5)")
     if (s["preprocess"] == "hist_match") != bool(s.get("match_to")):
-        raise cli.UsageError("--preprocess hist_match and --match-to DIR go together: name the target data set "
-                             "whose mean histogram the images are matched to")
+        raise cli.UsageError("--preprocess hist_match and --match-to DIR go together: name the target data "
+                             "set whose mean histogram the images are matched to")
     if s["fit"].scheduler == "plateau" and s["val_fraction"] == 0:
-        raise cli.UsageError("--val-fraction 0 leaves no validation loss for --scheduler plateau; use cosine, "
-                             "onecycle or none, or hold out a validation set")
+        raise cli.UsageError("--val-fraction 0 leaves no validation loss for --scheduler plateau; use "
+                             "cosine, onecycle or none, or hold out a validation set")
     if s.get("init_from"):  # a file that is no checkpoint (or holds code) is refused before any folder exists
         models.load_checkpoint(s["init_from"], "--init-from", keys=("model",))
 
@@ -180,7 +182,8 @@ def train_in(folder, run, device, drop_last=False):
         saved = cli.read_json(os.path.join(folder, "run.json"), "run.json")
         diff = differences(saved, asdict(run))
         if diff:
-            raise cli.UsageError(f"{folder} was trained with {diff}; pass the settings it was run with, or a new --out")
+            raise cli.UsageError(f"{folder} was trained with {diff}; pass the settings it was run with, or a "
+                                 "new --out")
     if not os.path.isfile(done):
         print(f"\n== {folder}: {'resuming' if started else 'training'}", flush=True)
         slices, line = train.load_slices(run)
@@ -190,7 +193,8 @@ def train_in(folder, run, device, drop_last=False):
         try:
             if run.threads:
                 torch.set_num_threads(run.threads)
-            train.train_run(run, slices, device, folder, resume=started and os.path.isfile(f"{folder}/last.pt"))
+            train.train_run(run, slices, device, folder,
+                            resume=started and os.path.isfile(f"{folder}/last.pt"))
         finally:
             torch.set_num_threads(threads)
         if drop_last and os.path.isfile(os.path.join(folder, "last.pt")):
@@ -249,41 +253,55 @@ def add_model_and_machine_flags(p):
     m = p.add_argument_group("model knobs (default: the arch's thesis best, Table 5.1 / App. B)")
     m.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None)
     m.add_argument("--no-batch-norm", dest="batch_norm", action="store_false")
-    m.add_argument("--bn-momentum", type=cli.weight, help="torch convention; 0.01 = the thesis code's Keras 0.99")
-    m.add_argument("--dropout", type=cli.fraction, nargs="+", help="one rate, or one per level incl. bottleneck")
+    m.add_argument("--bn-momentum", type=cli.weight,
+                   help="torch convention; 0.01 = the thesis code's Keras 0.99")
+    m.add_argument("--dropout", type=cli.fraction, nargs="+",
+                   help="one rate, or one per level incl. bottleneck")
     m.add_argument("--activation", choices=["relu", "elu", "gelu"])
     m.add_argument("--init", help="kernel initialiser: glorot_uniform or he_normal (Table 5.1)")
-    m.add_argument("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1 last row)")
-    m.add_argument("--fused-attention", action="store_true", default=None, help="UNETR/YNETR: Eq. 2.1 by torch's "
-                   "fused kernel (same outputs to rounding)")
+    m.add_argument("--attention-gates", action="store_true", default=None,
+                   help="U-Net only (Table 5.1 last row)")
+    m.add_argument("--fused-attention", action="store_true", default=None,
+                   help="UNETR/YNETR: Eq. 2.1 by torch's fused kernel (same outputs to rounding)")
     r = p.add_argument_group("machine")
     r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    r.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (CUDA, or a CPU with bf16 units)")
+    r.add_argument("--amp", action="store_true", default=None,
+                   help="bf16 autocast (CUDA, or a CPU with bf16 units)")
     r.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                    help="NHWC weights, faster convolutions (on in the demo)")
     r.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    r.add_argument("--compile", action="store_true", default=None, help="torch.compile the training model (GPU)")
-    r.add_argument("--workers", type=cli.at_least(int, 0), help="DataLoader workers (default 0 on CPU, 4 on GPU)")
+    r.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the training model (GPU)")
+    r.add_argument("--workers", type=cli.at_least(int, 0),
+                   help="DataLoader workers (default 0 on CPU, 4 on GPU)")
     r.add_argument("--threads", type=cli.at_least(int), help="CPU threads for torch (1 in the demo)")
-    r.add_argument("--progress", action="store_true", default=None, help="the per-epoch bar even off a terminal")
+    r.add_argument("--progress", action="store_true", default=None,
+                   help="the per-epoch bar even off a terminal")
 
 
 def parse_args(argv):
     p = cli.ArgumentParser(description="Train and evaluate U-Net / UNETR-2D / YNETR-2D for mitochondria "
-                                "segmentation (thesis §4.3). Without --data: a demo on the built-in synthetic EM set.")
-    p.add_argument("--arch", choices=list(models.ARCHS), default="unetr2d", help="network (Tables 5.1-5.4, App. A)")
-    p.add_argument("--size", choices=["mini", "small", "base"], default="mini", help="transformer size (Table 5.3)")
-    p.add_argument("--filters", type=cli.at_least(int), help="initial filters F (default: 16 U-Net family, 32 others)")
+                                "segmentation (thesis §4.3). Without --data: a demo on the built-in "
+                                "synthetic EM set.")
+    p.add_argument("--arch", choices=list(models.ARCHS), default="unetr2d",
+                   help="network (Tables 5.1-5.4, App. A)")
+    p.add_argument("--size", choices=["mini", "small", "base"], default="mini",
+                   help="transformer size (Table 5.3)")
+    p.add_argument("--filters", type=cli.at_least(int),
+                   help="initial filters F (default: 16 U-Net family, 32 others)")
     p.add_argument("--data", help=f"a data-set folder: {data.LAYOUT_HELP} (python data.py DIR checks one)")
-    p.add_argument("--preset", choices=list(presets.PRESETS), help="settings (presets.py): thesis with --data, demo "
-                   "without; every flag below overrides its preset's value")
+    p.add_argument("--preset", choices=list(presets.PRESETS), help="settings (presets.py): thesis with "
+                   "--data, demo without; every flag below overrides its preset's value")
     p.add_argument("--out", help="output folder (default runs/<arch>-<size>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate a best.pt/last.pt on the test split and exit")
-    p.add_argument("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
+    p.add_argument("--eval-only", metavar="CHECKPOINT",
+                   help="evaluate a best.pt/last.pt on the test split and exit")
+    p.add_argument("--summary", action="store_true",
+                   help="print the parameter count beside the thesis's and exit")
     g = p.add_argument_group("training (§4.3.2, App. B)")
     g.add_argument("--epochs", type=cli.at_least(int, 0))
-    g.add_argument("--patience", type=cli.at_least(int), help="early-stopping patience on the validation loss")
+    g.add_argument("--patience", type=cli.at_least(int),
+                   help="early-stopping patience on the validation loss")
     g.add_argument("--batch-size", type=cli.at_least(int))
     g.add_argument("--lr", type=cli.at_least(float, 0.0))
     g.add_argument("--weight-decay", type=cli.at_least(float, 0.0))
@@ -291,26 +309,34 @@ def parse_args(argv):
     g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"])
     g.add_argument("--scheduler", choices=["cosine", "onecycle", "plateau", "none"])
     g.add_argument("--alpha", type=cli.weight, help="Attention Y-Net weight of the MSE term (App. A Eq. 1)")
-    g.add_argument("--pretext", help=f"denoising pre-training (§3.3), comma separated: {', '.join(degrade.DEGRADATIONS)}")
-    g.add_argument("--init-from", metavar="CHECKPOINT", help="start from a checkpoint's matching tensors (§3.3)")
+    g.add_argument("--pretext", help="denoising pre-training (§3.3), comma separated: "
+                   f"{', '.join(degrade.DEGRADATIONS)}")
+    g.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from a checkpoint's matching tensors (§3.3)")
     g.add_argument("--seed", type=cli.at_least(int, 0))
-    g.add_argument("--repeats", type=cli.at_least(int), help="runs with seeds seed..seed+N-1; mean ± std (§5)")
+    g.add_argument("--repeats", type=cli.at_least(int),
+                   help="runs with seeds seed..seed+N-1; mean ± std (§5)")
     d = p.add_argument_group("data pipeline (§4.3.1-4.3.2)")
-    d.add_argument("--tile", type=cli.at_least(int, 16), help="training tile and transformer input side (256)")
-    d.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no rotations or flips")
-    d.add_argument("--rotation", choices=data.ROTATIONS, help="any: uniform in [-180, 180], bilinear (§4.3.2); "
-                   "any-nearest: the same angles, nearest neighbour; right: multiples of 90 degrees (docs/rotation-study.md)")
-    d.add_argument("--sampling", choices=["tiles", "crops"], help="tiles: the fixed grid (§4.3.1); crops: a fresh "
-                   "random window per sample and epoch")
-    d.add_argument("--val-fraction", type=cli.fraction, help="share of the training tiles held out (0.1, §4.3.2)")
-    d.add_argument("--preprocess", choices=degrade.PREPROCESSING, help="App. A baselines on every image the model "
-                   "sees: CLAHE, or histogram matching to --match-to")
-    d.add_argument("--match-to", metavar="DIR", help="--preprocess hist_match: the data set whose training images "
-                   "give the mean histogram (App. A); its masks are never read")
+    d.add_argument("--tile", type=cli.at_least(int, 16),
+                   help="training tile and transformer input side (256)")
+    d.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="no rotations or flips")
+    d.add_argument("--rotation", choices=data.ROTATIONS, help="any: uniform in [-180, 180], bilinear "
+                   "(§4.3.2); any-nearest: the same angles, nearest neighbour; right: multiples of 90 "
+                   "degrees (docs/rotation-study.md)")
+    d.add_argument("--sampling", choices=["tiles", "crops"], help="tiles: the fixed grid (§4.3.1); crops: a "
+                   "fresh random window per sample and epoch")
+    d.add_argument("--val-fraction", type=cli.fraction,
+                   help="share of the training tiles held out (0.1, §4.3.2)")
+    d.add_argument("--preprocess", choices=degrade.PREPROCESSING, help="App. A baselines on every image the "
+                   "model sees: CLAHE, or histogram matching to --match-to")
+    d.add_argument("--match-to", metavar="DIR", help="--preprocess hist_match: the data set whose training "
+                   "images give the mean histogram (App. A); its masks are never read")
     add_model_and_machine_flags(p)
     args = p.parse_args(argv)
     if args.init and args.init not in ("glorot_uniform", "he_normal"):
-        hint = f"; to start from a checkpoint use --init-from {args.init}" if os.path.exists(args.init) else ""
+        hint = (f"; to start from a checkpoint use --init-from {args.init}" if os.path.exists(args.init)
+                else "")
         raise cli.UsageError(f"--init {args.init}: a kernel initialiser, glorot_uniform or he_normal{hint}")
     return args
 
@@ -319,7 +345,8 @@ def report(run, results, out):
     """Final lines: test numbers (mean ± std over repetitions, as §5), the thesis's beside them."""
     key = "test_mse" if run.pretext else "test_iou_f"
     values = np.array([r[key] for r in results])
-    line = f"test {key[5:]}: {values.mean():.4f}" + (f" ± {values.std():.4f} over {len(results)} runs" if len(results) > 1 else "")
+    line = f"test {key[5:]}: {values.mean():.4f}" + (f" ± {values.std():.4f} over {len(results)} runs"
+                                                     if len(results) > 1 else "")
     if not run.pretext:
         line += (f"   (pooled IoU_F {np.mean([r['test_iou_f_global'] for r in results]):.4f}, "
                  f"Dice {np.mean([r['test_dice'] for r in results]):.4f})")
@@ -328,13 +355,15 @@ def report(run, results, out):
                                     run.arch, run.size if models.ARCHS[run.arch]["sized"] else None)
     if thesis and not run.pretext:
         print(f"thesis (Table 5.4, {thesis_numbers.DATASETS_5_4[thesis[0]]}): IoU_F {thesis[1]}")
-    print(f"inference {results[0]['inference_ms_per_patch']:.2f} ± {results[0]['inference_ms_std']:.2f} ms per "
-          f"{results[0]['inference_patch']}x{results[0]['inference_patch']} patch on {results[0]['device']}; outputs in {out}")
+    print(f"inference {results[0]['inference_ms_per_patch']:.2f} ± {results[0]['inference_ms_std']:.2f} ms "
+          f"per {results[0]['inference_patch']}x{results[0]['inference_patch']} patch on "
+          f"{results[0]['device']}; outputs in {out}")
     if len(results) > 1:
         cli.write_json({key: values.tolist(), "mean": float(values.mean()), "std": float(values.std()),
                         "run": asdict(run)}, os.path.join(out, "summary.json"))
     if not run.data:
-        print("real data: python data.py DIR, then python train.py --data DIR (Lucchi++, Kasthuri++ or your own)")
+        print("real data: python data.py DIR, then python train.py --data DIR (Lucchi++, Kasthuri++ or your "
+              "own)")
 
 
 
@@ -345,7 +374,8 @@ def train_command(argv):
     try:
         args = parse_args(argv)
         given = {k: v for k, v in vars(args).items() if k not in PROGRAM}
-        if args.summary:  # the thesis's networks, at the thesis's settings unless a preset or flag says otherwise
+        # the thesis's networks, at the thesis's settings unless a preset or flag says otherwise
+        if args.summary:
             run = make_config(preset=args.preset or "thesis", **given)
             return print("\n".join(models.summary(run.arch, run.size, run.filters, run.model_kwargs)))
         device = cli.pick_device(args.device)

@@ -34,7 +34,8 @@ class Scheduler:
     """
 
     def __init__(self, optimizer, kind, base_lr, total_steps, patience=10, factor=0.5):
-        self.optimizer, self.kind, self.base_lr, self.total_steps = optimizer, kind, base_lr, max(total_steps, 2)
+        self.optimizer, self.kind, self.base_lr, self.total_steps = (optimizer, kind, base_lr,
+                                                                     max(total_steps, 2))
         self.patience, self.factor, self.min_lr = patience, factor, base_lr / 10
         self.step_count, self.lr, self.best, self.bad = 0, base_lr, math.inf, 0
         self._apply(self._lr_at(0))

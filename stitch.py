@@ -85,7 +85,8 @@ def tile_layout(H: int, W: int, window: int = WINDOW, keep: int = KEEP):
     axis has one window that keeps all of it; below 128 px its padding exceeds 64 a side and, when
     a side needs more than the image has, the mirroring repeats (np.pad does so itself).
     """
-    assert 0 < keep <= window and (window - keep) % 2 == 0, f"need 0 < keep <= window, even margins: {window=}, {keep=}"
+    assert 0 < keep <= window and (window - keep) % 2 == 0, (f"need 0 < keep <= window, even margins: "
+                                                             f"{window=}, {keep=}")
     assert H >= 1 and W >= 1, f"empty image {H}x{W}"
     pad_rows, rows = _axis_layout(H, window, keep)
     pad_cols, cols = _axis_layout(W, window, keep)
@@ -111,7 +112,8 @@ def predict_tiled(predict_fn: Callable[[np.ndarray], np.ndarray], image: np.ndar
     H, W = image.shape
     tiles, padding = tile_layout(H, W, window, keep)
     # np.pad repeats the mirroring when a side needs more than the image has (tiny images)
-    padded = np.pad(image.astype(np.float32, copy=False), padding, mode="symmetric")  # (H + pads, W + pads) float32
+    padded = np.pad(image.astype(np.float32, copy=False), padding,
+                    mode="symmetric")  # (H + pads, W + pads) float32
     out = np.full((H, W), np.nan, dtype=np.float32)  # (H, W) float32, NaN until written
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first:first + batch_size]
@@ -137,7 +139,8 @@ def _probabilities(model: nn.Module, batch: np.ndarray, device=None) -> np.ndarr
     x = x.to(device=device, dtype=dtype, non_blocking=True)  # (B, 1, H, W)
     with torch.no_grad():
         logits = model(x)  # (B, 1, H, W), or a tuple starting with it
-        if isinstance(logits, (tuple, list)):  # Attention Y-Net returns (segmentation, reconstruction), App. A
+        # Attention Y-Net returns (segmentation, reconstruction), App. A
+        if isinstance(logits, (tuple, list)):
             logits = logits[0]  # (B, 1, H, W)
         assert logits.shape == x.shape, f"model returned {tuple(logits.shape)} for input {tuple(x.shape)}"
         probs = torch.sigmoid(logits)  # (B, 1, H, W) in [0, 1]
@@ -156,7 +159,8 @@ def predict_full(model: nn.Module, image: np.ndarray, multiple: int = 16, device
     """Probability map of an (H, W) float32 image in [0, 1] from a fully convolutional model.
 
     Mirror-pads to a multiple of `multiple` as the training slices are (`data.pad_to_multiple`;
-    2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1), runs one forward pass and crops back. Returns (H, W) float32 in [0, 1].
+    2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1), runs one forward pass and crops back.
+    Returns (H, W) float32 in [0, 1].
     """
     assert image.ndim == 2, f"expected an (H, W) image, got shape {image.shape}"
     H, W = image.shape

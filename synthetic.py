@@ -18,7 +18,8 @@ from PIL import Image
 
 from degrade import convolve_separable, gaussian_kernel1d
 
-TRAIN_SEED = 2022  # train.py's synthetic training set; its test set is TRAIN_SEED + 1, whatever the run's seed
+# train.py's synthetic training set; its test set is TRAIN_SEED + 1, whatever the run's seed
+TRAIN_SEED = 2022
 
 @dataclass(frozen=True)
 class EMStyle:
@@ -222,7 +223,8 @@ def best_threshold_iou(images, masks):
 def write_dataset(root, n_train, n_test, side, seed, domain="a", test_seed=None):
     """A data-set folder root/{train,test}/{x,y} of synthetic slices (PNG, masks 0/255), written once:
     a split whose masks folder exists is kept. The test set uses test_seed (default seed + 100)."""
-    for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 100 if test_seed is None else test_seed)):
+    for split, n, s in (("train", n_train, seed),
+                        ("test", n_test, seed + 100 if test_seed is None else test_seed)):
         folder = os.path.join(root, split)
         if os.path.isdir(os.path.join(folder, "y")):
             continue
@@ -245,7 +247,8 @@ if __name__ == "__main__":  # python synthetic.py DIR: the demo's data set (48 +
 
     def write_demo_set(argv):
         if len(argv) != 1 or argv[0].startswith("-"):
-            raise cli.UsageError("usage: python synthetic.py DIR  (a new folder for the demo's synthetic data set)")
+            raise cli.UsageError("usage: python synthetic.py DIR  (a new folder for the demo's synthetic "
+                                 "data set)")
         cli.refuse_nonempty(argv[0], flag="DIR")
         write_dataset(argv[0], 48, 8, 256, TRAIN_SEED, test_seed=TRAIN_SEED + 1)
         print(f"wrote the demo's 48 training and 8 test slices (256x256) to {argv[0]}")

@@ -38,14 +38,22 @@ PARAMS_5_4 = {("unet", None): 1.95, ("attention_unet", None): 1.99, ("unetr2d", 
               ("unetr2d", "small"): 9.34, ("unetr2d", "base"): 48.7, ("ynetr2d", "mini"): 10.3,
               ("ynetr2d", "small"): 15.4, ("ynetr2d", "base"): 54.7}
 TABLE_5_4 = {  # data set -> (arch, size) -> (IoU_F, inference ms)
-    "lucchi": {("unet", None): ("0.903 ± 0.007", "2.9 ± 1.1"), ("attention_unet", None): ("0.906 ± 0.003", "2.9 ± 1.1"),
-               ("unetr2d", "mini"): ("0.861 ± 0.008", "4.7 ± 3.8"), ("unetr2d", "small"): ("0.857 ± 0.010", "5.4 ± 4.8"),
-               ("unetr2d", "base"): ("0.853 ± 0.010", "7.4 ± 7.7"), ("ynetr2d", "mini"): ("0.880 ± 0.024", "5.3 ± 4.9"),
-               ("ynetr2d", "small"): ("0.894 ± 0.009", "6.1 ± 5.8"), ("ynetr2d", "base"): ("0.892 ± 0.013", "8.4 ± 7.2")},
-    "kasthuri": {("unet", None): ("0.910 ± 0.002", "2.5 ± 0.9"), ("attention_unet", None): ("0.910 ± 0.001", "2.5 ± 0.9"),
-                 ("unetr2d", "mini"): ("0.886 ± 0.004", "3.9 ± 3.3"), ("unetr2d", "small"): ("0.888 ± 0.003", "4.6 ± 3.8"),
-                 ("unetr2d", "base"): ("0.887 ± 0.004", "6.7 ± 5.4"), ("ynetr2d", "mini"): ("0.917 ± 0.003", "4.5 ± 4.5"),
-                 ("ynetr2d", "small"): ("0.916 ± 0.001", "5.2 ± 4.7"), ("ynetr2d", "base"): ("0.915 ± 0.002", "7.5 ± 6.1")},
+    "lucchi": {("unet", None): ("0.903 ± 0.007", "2.9 ± 1.1"),
+               ("attention_unet", None): ("0.906 ± 0.003", "2.9 ± 1.1"),
+               ("unetr2d", "mini"): ("0.861 ± 0.008", "4.7 ± 3.8"),
+               ("unetr2d", "small"): ("0.857 ± 0.010", "5.4 ± 4.8"),
+               ("unetr2d", "base"): ("0.853 ± 0.010", "7.4 ± 7.7"),
+               ("ynetr2d", "mini"): ("0.880 ± 0.024", "5.3 ± 4.9"),
+               ("ynetr2d", "small"): ("0.894 ± 0.009", "6.1 ± 5.8"),
+               ("ynetr2d", "base"): ("0.892 ± 0.013", "8.4 ± 7.2")},
+    "kasthuri": {("unet", None): ("0.910 ± 0.002", "2.5 ± 0.9"),
+                 ("attention_unet", None): ("0.910 ± 0.001", "2.5 ± 0.9"),
+                 ("unetr2d", "mini"): ("0.886 ± 0.004", "3.9 ± 3.3"),
+                 ("unetr2d", "small"): ("0.888 ± 0.003", "4.6 ± 3.8"),
+                 ("unetr2d", "base"): ("0.887 ± 0.004", "6.7 ± 5.4"),
+                 ("ynetr2d", "mini"): ("0.917 ± 0.003", "4.5 ± 4.5"),
+                 ("ynetr2d", "small"): ("0.916 ± 0.001", "5.2 ± 4.7"),
+                 ("ynetr2d", "base"): ("0.915 ± 0.002", "7.5 ± 6.1")},
 }
 DATASETS_5_4 = {"lucchi": "Lucchi++", "kasthuri": "Kasthuri++"}
 
@@ -60,7 +68,8 @@ TABLE_5_5 = [(None, "None - Baseline", "", "0.852 ± 0.015"),
              ("motion_blur", "Motion blur", "+0.022", "0.874 ± 0.005"),
              ("low_resolution", "Low resolution emulation", "+0.024", "0.876 ± 0.007")]
 
-# App. A Table 1 (Table A.1 here): IoU_F on the target's test set, (Lucchi++ -> Kasthuri++, Kasthuri++ -> Lucchi++).
+# App. A Table 1 (Table A.1 here): IoU_F on the target's test set,
+# (Lucchi++ -> Kasthuri++, Kasthuri++ -> Lucchi++).
 TABLE_A1 = {
     "unetr2d_base": ("UNETR-2D Base", "0.023 ± 0.025", "0.060 ± 0.027"),
     "attention_unet": ("2D Attention U-Net", "0.017 ± 0.008", "0.000 ± 0.000"),

@@ -90,7 +90,8 @@ def compute_loss(output, x, y, *, loss="bce", pretext=False, alpha=0.5):
         if pretext:
             return F.mse_loss(rec, y)
         labelled = (y.flatten(1)[:, 0] >= 0).to(seg.dtype)  # (B,) 1 for a labelled sample, 0 for "no label"
-        bce = F.binary_cross_entropy_with_logits(seg, y.clamp(min=0), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        bce = F.binary_cross_entropy_with_logits(seg, y.clamp(min=0),
+                                                 reduction="none").mean(dim=(1, 2, 3))  # (B,)
         return alpha * F.mse_loss(rec, x) + (1 - alpha) * (bce * labelled).mean()
     if pretext:
         return F.mse_loss(torch.sigmoid(output), y)
@@ -114,7 +115,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg, device, epoch):
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=not distributed.is_main() or (not sys.stderr.isatty() and not cfg.progress))
     for x, y in bar:
-        # (B, 1, T, T); one channel is already channels-last, so --channels-last needs only the model's weights
+        # (B, 1, T, T); one channel is already channels-last, so --channels-last needs only the model's
+        # weights
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = batch_loss(model, x, y, cfg, device)[1]
         optimizer.zero_grad(set_to_none=True)
@@ -163,7 +165,8 @@ def save_checkpoint(path, model, state, meta, optimizer=None, scheduler=None):
         return
     obj = {**meta, "model": model.state_dict(), "state": state}
     if optimizer is not None:
-        obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state(),
+        obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                   rng=torch.get_rng_state(),
                    cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     models.save_atomic(obj, path)
 
@@ -194,7 +197,8 @@ def log_epoch(out, state, cfg, label, clock):
     print(f"{label + '  ' if label else ''}epoch {row['epoch']:3d}/{cfg.epochs}  train loss "
           f"{row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
           + ("" if cfg.pretext else f"val IoU_F {row['val_iou_f']:.3f}  ")
-          + f"{row['seconds']:.1f}s  elapsed {cli.clock(now - clock['start'])}  ETA {cli.clock(eta)}", flush=True)
+          + f"{row['seconds']:.1f}s  elapsed {cli.clock(now - clock['start'])}  ETA {cli.clock(eta)}",
+          flush=True)
 
 
 def announce(label, meta, model, train_set, val_set, device):
@@ -215,8 +219,8 @@ def stopped_cleanly(last, state):
               "the run", file=sys.stderr)
         raise
     except NonFiniteLoss as exc:
-        raise cli.UsageError(f"{exc}; training stopped and {last} keeps epoch {state['epoch']}; try a lower --lr") \
-            from None
+        raise cli.UsageError(f"{exc}; training stopped and {last} keeps epoch {state['epoch']}; try a "
+                             "lower --lr") from None
 
 
 def fit(model, train_set, val_set, cfg, device, out, *, meta, resume=False, label=""):
@@ -226,7 +230,8 @@ def fit(model, train_set, val_set, cfg, device, out, *, meta, resume=False, labe
     from which `resume` continues the same curve; both carry `meta` (the model config, the run's settings).
     Only parameters with requires_grad are optimised (adapt.py freezes the encoder so).
     """
-    clock, last, best = {"start": time.perf_counter()}, os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    clock, last, best = ({"start": time.perf_counter()}, os.path.join(out, "last.pt"),
+                         os.path.join(out, "best.pt"))
     val_loader = torch.utils.data.DataLoader(distributed.shard(val_set), batch_size=cfg.batch_size,
                                              num_workers=cfg.workers)
     # 1. The optimiser over the trainable parameters and the schedule over every step (App. B).
@@ -239,7 +244,8 @@ def fit(model, train_set, val_set, cfg, device, out, *, meta, resume=False, labe
         state = resume_from(last, model, optimizer, scheduler)
     else:
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0,
-                 "stopped": False, "val_loss_before": validate(model, val_loader, cfg, device, shared=True)[0]}
+                 "stopped": False,
+                 "val_loss_before": validate(model, val_loader, cfg, device, shared=True)[0]}
         save_checkpoint(last, model, state, meta, optimizer, scheduler)
     announce(label, meta, model, train_set, val_set, device)
     net = distributed.training_module(model, device, compile=cfg.compile)  # DDP under torchrun; compiled
@@ -300,7 +306,8 @@ def load_slices(run):
         line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
                 f"slices of {side}x{side}")
     hist = np.asarray(run.target_hist) if run.preprocess == "hist_match" else None
-    return {s: (degrade.preprocess(x, run.preprocess, hist), y if masks else None) for s, (x, y) in found.items()}, line
+    return {s: (degrade.preprocess(x, run.preprocess, hist), y if masks else None)
+            for s, (x, y) in found.items()}, line
 
 
 def datasets(run, x, y, seed):
@@ -325,8 +332,9 @@ def datasets(run, x, y, seed):
     val_set = data.TileDataset(*val, augment=False, seed=seed + 10_000, degrade=noise)
     if len(val_set) == 0 and run.val_fraction > 0:
         unit = "slice(s)" if run.sampling == "crops" else f"tile(s) of {run.tile}px"
-        raise cli.UsageError(f"{run.data or 'the synthetic set'} gives {len(x)} training {unit}; at least 2 are "
-                             "needed (some go to validation): add slices, use a smaller --tile or --val-fraction 0")
+        raise cli.UsageError(f"{run.data or 'the synthetic set'} gives {len(x)} training {unit}; at least 2 "
+                             "are needed (some go to validation): add slices, use a smaller --tile or "
+                             "--val-fraction 0")
     return train_set, val_set
 
 
@@ -372,9 +380,10 @@ def train_run(run, slices, device, out, resume=False):
     for i in range(min(3, 0 if probs is None else len(probs))):
         evaluate.save_overlay(test_x[i], probs[i], test_y[i], os.path.join(out, f"pred_{i}.png"))
     params, params_keras = evaluate.count_parameters(model)
-    results = {"arch": run.arch, "size": run.size if sized else None, "filters": run.filters, "params": params,
-               "params_with_bn_statistics": params_keras,
-               "thesis_params_millions": thesis_numbers.params(run.arch, run.size if sized else None, run.filters),
+    results = {"arch": run.arch, "size": run.size if sized else None, "filters": run.filters,
+               "params": params, "params_with_bn_statistics": params_keras,
+               "thesis_params_millions": thesis_numbers.params(run.arch, run.size if sized else None,
+                                                               run.filters),
                "task": "pretext" if run.pretext else "segmentation", "epochs_run": state["epoch"],
                "best_epoch": state["best_epoch"], "train_seconds": round(state["train_seconds"], 2),
                "val_loss_before": state["val_loss_before"], "best_val_loss": state["best_val"], **metrics,

@@ -183,8 +183,9 @@ class UNet(nn.Module):
     double blocks; the last rate belongs to the bottleneck.
     """
 
-    def __init__(self, in_channels=1, filters=16, depth=4, batch_norm=False, dropout=(0.1, 0.1, 0.2, 0.2, 0.3),
-                 activation="elu", init="he_normal", attention_gates=False, gate_mode="up"):
+    def __init__(self, in_channels=1, filters=16, depth=4, batch_norm=False,
+                 dropout=(0.1, 0.1, 0.2, 0.2, 0.3), activation="elu", init="he_normal", attention_gates=False,
+                 gate_mode="up"):
         super().__init__()
         self.depth = depth
         self.rates = rates = level_rates(dropout, depth + 1)
@@ -208,7 +209,8 @@ class UNet(nn.Module):
     def encode(self, x):
         """Returns the bottleneck and the skips, one per level (top first)."""
         self.check_size(x)
-        return cnn_encode(self.encoder, self.bottleneck, x)  # (B, 16F, H/16, W/16), depth x (B, F*2^i, H/2^i, W/2^i)
+        return cnn_encode(self.encoder, self.bottleneck,
+                          x)  # (B, 16F, H/16, W/16), depth x (B, F*2^i, H/2^i, W/2^i)
 
     def decode(self, x, skips):
         for i in reversed(range(self.depth)):
@@ -239,8 +241,8 @@ class AttentionYNet(UNet):
     He normal, dropout 0.1, 0.1, 0.2, 0.2, 0.3, no BN).
     """
 
-    def __init__(self, in_channels=1, filters=32, depth=4, batch_norm=False, dropout=(0.1, 0.1, 0.2, 0.2, 0.3),
-                 activation="elu", init="he_normal", gate_mode="up"):
+    def __init__(self, in_channels=1, filters=32, depth=4, batch_norm=False,
+                 dropout=(0.1, 0.1, 0.2, 0.2, 0.3), activation="elu", init="he_normal", gate_mode="up"):
         super().__init__(in_channels, filters, depth, batch_norm, dropout, activation, init,
                          attention_gates=True, gate_mode=gate_mode)
         rates, widths = self.rates, self.widths
@@ -269,7 +271,8 @@ if __name__ == "__main__":
     def n_params(model):
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    for name, model, thesis in [("U-Net (F=16)", UNet(), "1.95M"), ("Attention U-Net (F=16)", AttentionUNet(), "1.99M"),
+    for name, model, thesis in [("U-Net (F=16)", UNet(), "1.95M"),
+                                ("Attention U-Net (F=16)", AttentionUNet(), "1.99M"),
                                 ("Attention Y-Net (F=32)", AttentionYNet(), "-")]:
         out = model(torch.zeros(1, 1, 64, 64))
         shape = tuple(out[0].shape) if isinstance(out, tuple) else tuple(out.shape)

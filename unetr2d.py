@@ -39,11 +39,13 @@ class BlueBlock(nn.Module):
 
 def skip_path(embed_dim, out_ch, n_blocks, **block_kw):
     """`n_blocks` blue blocks that take a reshaped hidden state (D, H/P, W/P) to (out_ch, H/P * 2^n, ...)."""
-    return nn.Sequential(*(BlueBlock(embed_dim if j == 0 else out_ch, out_ch, **block_kw) for j in range(n_blocks)))
+    return nn.Sequential(*(BlueBlock(embed_dim if j == 0 else out_ch, out_ch, **block_kw)
+                           for j in range(n_blocks)))
 
 
 def skip_taps(n_layers, skip_step, n_levels):
-    """Table 5.3: level l (1 <= l < K) uses hidden state number S_m * l (1-based); the last one feeds the bottleneck."""
+    """Table 5.3: level l (1 <= l < K) uses hidden state number S_m * l (1-based); the last one feeds the
+    bottleneck."""
     taps = [skip_step * level for level in range(1, n_levels)]
     if taps and taps[-1] >= n_layers:
         raise ValueError(f"skip step {skip_step} x level {n_levels - 1} needs more than {n_layers} layers")
@@ -60,7 +62,8 @@ def decoder_path(bottom_channels, widths, rates, n_inputs, **block_kw):
     K = len(widths) - 1
     ups = nn.ModuleList(up_conv(bottom_channels if level == K - 1 else widths[level + 1], widths[level])
                         for level in range(K))
-    decoder = nn.ModuleList(DoubleBlock(n_inputs * widths[level], widths[level], dropout=rates[level], **block_kw)
+    decoder = nn.ModuleList(DoubleBlock(n_inputs * widths[level], widths[level], dropout=rates[level],
+                                        **block_kw)
                             for level in range(K))
     return ups, decoder
 
@@ -81,18 +84,20 @@ class ViTSide(nn.Module):
         self.img_size, self.patch_size = img_size, patch_size
         self.n_levels = K = int(round(math.log2(patch_size)))  # K = log2(P) = 4 for P = 16
         if 2**K != patch_size or img_size % patch_size:
-            raise ValueError(f"patch_size must be a power of 2 dividing img_size, got {patch_size} and {img_size}")
+            raise ValueError(f"patch_size must be a power of 2 dividing img_size, got {patch_size} and "
+                             f"{img_size}")
         self.grid = img_size // patch_size
         self.skip_layers = skip_taps(self.config.n_layers, self.config.skip_step, K)
         self.encoder = vit.ViTEncoder.from_config(self.config, img_size=img_size, patch_size=patch_size,
-                                                  in_channels=in_channels, dropout=vit_dropout, head_dim=head_dim,
-                                                  fused_attention=fused_attention)
+                                                  in_channels=in_channels, dropout=vit_dropout,
+                                                  head_dim=head_dim, fused_attention=fused_attention)
         self.rates = level_rates(dropout, K + 1)
         self.widths = [filters * 2**level for level in range(K + 1)]  # F, 2F, 4F, 8F, 16F
         # skips[l]: level l's skip; level 0 comes from the raw input, the others from the ViT.
         self.skips = nn.ModuleList(
             [DoubleBlock(in_channels, filters, dropout=self.rates[0], **block_kw)]
-            + [skip_path(self.config.embed_dim, self.widths[level], K - level, dropout=self.rates[level], **block_kw)
+            + [skip_path(self.config.embed_dim, self.widths[level], K - level, dropout=self.rates[level],
+                         **block_kw)
                for level in range(1, K)])
 
     def vit_bottom(self, hidden):
@@ -121,7 +126,8 @@ class UNETR2D(ViTSide):
         super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim,
                          fused_attention, **kw)
         # Each level concatenates [decoder, ViT skip]: 2 inputs; the bottleneck is the ViT's D channels.
-        self.ups, self.decoder = decoder_path(self.config.embed_dim, self.widths, self.rates, n_inputs=2, **kw)
+        self.ups, self.decoder = decoder_path(self.config.embed_dim, self.widths, self.rates, n_inputs=2,
+                                              **kw)
         self.head = conv1x1(filters, 1)
 
     def forward(self, x):

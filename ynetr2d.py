@@ -34,8 +34,8 @@ class YNETR2D(ViTSide):
     """
 
     def __init__(self, size="mini", filters=32, img_size=256, patch_size=16, in_channels=1, batch_norm=True,
-                 dropout=(0.1, 0.1, 0.2, 0.2, 0.3), spatial_dropout=(0.1, 0.1, 0.2, 0.2, 0.3), activation="relu",
-                 init="he_normal", vit_dropout=0.1, head_dim=None, fused_attention=False):
+                 dropout=(0.1, 0.1, 0.2, 0.2, 0.3), spatial_dropout=(0.1, 0.1, 0.2, 0.2, 0.3),
+                 activation="relu", init="he_normal", vit_dropout=0.1, head_dim=None, fused_attention=False):
         kw = dict(batch_norm=batch_norm, activation=activation, init=init)
         # The ViT side, as in UNETR-2D: encoder, skips[0] on the raw input, skips[l] = K - l blue blocks.
         super().__init__(size, filters, img_size, patch_size, in_channels, dropout, vit_dropout, head_dim,
@@ -46,7 +46,8 @@ class YNETR2D(ViTSide):
         # The decoder: drops[l] after level l's concatenation (drops[K] at the bottleneck).
         self.drops = nn.ModuleList(nn.Dropout2d(p) if p > 0 else nn.Identity()
                                    for p in level_rates(spatial_dropout, K + 1))
-        # Each level concatenates [ViT skip, decoder, CNN skip]; the bottleneck is [ViT output, CNN bottleneck].
+        # Each level concatenates [ViT skip, decoder, CNN skip]; the bottleneck is [ViT output,
+        # CNN bottleneck].
         self.ups, self.decoder = decoder_path(D + widths[K], widths, rates, n_inputs=3, **kw)
         self.head = conv1x1(filters, 1)
 

@@ -50,7 +50,8 @@ def test_unlabelled_samples_add_no_bce_and_no_segmentation_gradient():
     torch.manual_seed(0)
     model = unet.AttentionYNet(filters=4)
     x = torch.rand(2, 1, 32, 32)
-    y = torch.stack([(torch.rand(1, 32, 32) > 0.5).float(), torch.full((1, 32, 32), -1.0)])  # labelled, unlabelled
+    # labelled, unlabelled
+    y = torch.stack([(torch.rand(1, 32, 32) > 0.5).float(), torch.full((1, 32, 32), -1.0)])
     seg, rec = model(x)
     loss = train.compute_loss((seg, rec), x, y, alpha=0.3)
     bce_first = torch.nn.functional.binary_cross_entropy_with_logits(seg[:1], y[:1])
@@ -99,8 +100,10 @@ def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_p
     ckpt = models.load_checkpoint(str(out / "stage3-segmentation" / "best.pt"), "test")
     assert ckpt["run"]["preprocess"] == "hist_match" and len(ckpt["run"]["target_hist"]) == 256
     # each stage's loop ran with its row of STAGES (App. A)
-    run = runs.RunConfig.from_dict(models.load_checkpoint(str(out / "stage1-joint" / "last.pt"), "test")["run"])
-    assert (run.fit.optimizer, run.fit.scheduler, run.fit.patience, run.fit.alpha) == ("sgd", "plateau", 7, 0.98)
+    run = runs.RunConfig.from_dict(models.load_checkpoint(str(out / "stage1-joint" / "last.pt"),
+                                                          "test")["run"])
+    assert (run.fit.optimizer, run.fit.scheduler, run.fit.patience, run.fit.alpha) == ("sgd", "plateau", 7,
+                                                                                        0.98)
 
 
 def test_a_target_without_masks_trains_end_to_end_and_resume_reuses_stages(domains, tmp_path, capsys):
@@ -131,7 +134,8 @@ def test_hist_match_reaches_the_tensors_the_model_sees(domains, tmp_path, monkey
                 "--device", "cpu", "--out", str(tmp_path / "run")])
     raw, _ = data.load_split(source, "train")
     hist = degrade.mean_histogram(data.load_split(target, "train", masks=False)[0])
-    by_hand = data.extract_tiles(np.stack([degrade.match_histogram(im, hist, fix_zero_peak=True) for im in raw]), 32)
+    by_hand = data.extract_tiles(np.stack([degrade.match_histogram(im, hist, fix_zero_peak=True)
+                                           for im in raw]), 32)
     batch = seen[1][:, 0].numpy()  # the first training batch (seen[0] is the validation pass before training)
     expected = {tile.tobytes() for tile in by_hand.astype(np.float32) / 255.0}
     assert all(tile.tobytes() in expected for tile in batch)
@@ -196,14 +200,16 @@ def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypat
     for who, domain in (("child-0", "a"), ("child-1", "b")):
         mine = [c for c in calls if c[0] == who]
         assert {c[1] for c in mine} == rows and {c[2] for c in mine} == {domain} and all(c[3] for c in mine)
-    assert "| 2D Attention Y-Net + HM | 0.668 ± 0.020 | 0.704 ± 0.045 | 0.500 | 0.500 |" in capsys.readouterr().out
+    assert ("| 2D Attention Y-Net + HM | 0.668 ± 0.020 | 0.704 ± 0.045 | 0.500 | 0.500 |"
+            in capsys.readouterr().out)
 
     def failing(opts, only=None):
         raise cli.UsageError("a cell could not train")
 
     monkeypatch.setattr(adapt, "table_cells", failing)
     with pytest.raises(SystemExit) as exit_info:
-        adapt.main(["--table", "--light", "--source", source, "--target", target, "--out", str(tmp_path / "u")])
+        adapt.main(["--table", "--light", "--source", source, "--target", target, "--out",
+                    str(tmp_path / "u")])
     assert exit_info.value.code == 2
     assert "a direction of the table failed; see" in capsys.readouterr().err
     assert "a cell could not train" in (tmp_path / "u" / "direction-0.log").read_text()
@@ -211,7 +217,8 @@ def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypat
 
 def test_the_real_process_pool_runs_both_directions_and_keeps_their_logs(tmp_path):
     source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
-    opts = adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t"), rows=(), jobs=2, device="cpu")
+    opts = adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t"), rows=(), jobs=2,
+                              device="cpu")
     adapt.run_directions_apart(opts)  # no rows: the workers start, find nothing to train, and finish
     assert sorted(os.listdir(tmp_path / "t")) == ["direction-0.log", "direction-1.log"]
 

@@ -184,7 +184,8 @@ def test_fused_path_really_calls_torch_kernel(monkeypatch):
 
     calls = []
     original = F.scaled_dot_product_attention
-    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
     x = torch.randn(1, 4, 8)
     MultiHeadSelfAttention(8, 2)(x)
     assert calls == []

@@ -63,7 +63,8 @@ def test_training_memory_counts_saved_activations_once_and_weights_four_times():
 @pytest.mark.parametrize("name", ["unetr2d", "ynetr2d"])
 def test_fused_attention_model_matches_hand_written(name, one_thread):
     torch.manual_seed(1)
-    no_dropout = {"vit_dropout": 0.0, "dropout": 0.0, **({"spatial_dropout": 0.0} if name == "ynetr2d" else {})}
+    no_dropout = {"vit_dropout": 0.0, "dropout": 0.0,
+                  **({"spatial_dropout": 0.0} if name == "ynetr2d" else {})}
     hand = TINY_MODELS[name](**no_dropout)
     fused = TINY_MODELS[name](**no_dropout, fused_attention=True)
     fused.load_state_dict(hand.state_dict())
@@ -96,12 +97,14 @@ def test_channels_last_and_bf16_keep_the_outputs(name, one_thread):
             low = _seg(model(x))
     assert low.dtype == torch.bfloat16  # autocast did run in bf16 ...
     scale = reference.abs().max()
-    torch.testing.assert_close(low.float(), reference, rtol=0, atol=0.05 * float(scale))  # ... within its 8 bits
+    # ... within its 8 bits
+    torch.testing.assert_close(low.float(), reference, rtol=0, atol=0.05 * float(scale))
 
 
 def test_train_flags_keep_the_curve(tmp_path, one_thread):
     tiny = ["--arch", "unet", "--filters", "4", "--dropout", "0", "--tile", "32", "--image-side", "64",
-            "--train-images", "4", "--test-images", "1", "--batch-size", "4", "--epochs", "2", "--device", "cpu"]
+            "--train-images", "4", "--test-images", "1", "--batch-size", "4", "--epochs", "2",
+            "--device", "cpu"]
     plain = train.main(tiny + ["--no-channels-last", "--out", str(tmp_path / "plain")])
     nhwc = train.main(tiny + ["--out", str(tmp_path / "nhwc")])  # the demo preset's default
     low = train.main(tiny + ["--no-channels-last", "--amp", "--out", str(tmp_path / "amp")])
@@ -120,8 +123,9 @@ def test_fused_attention_flag_reaches_the_model_and_is_refused_for_cnns(capsys):
     assert "--fused-attention does not apply to --arch unet" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.environ.get("TEST_COMPILE"), reason="torch.compile needs 15 s (eager backend) to over "
-                    "3 minutes (inductor) for a tiny UNETR-2D on 2 CPU cores; set TEST_COMPILE=1 to run it")
+@pytest.mark.skipif(not os.environ.get("TEST_COMPILE"), reason="torch.compile needs 15 s (eager backend) to "
+                    "over 3 minutes (inductor) for a tiny UNETR-2D on 2 CPU cores; set TEST_COMPILE=1 to run "
+                    "it")
 def test_compiled_training_module_matches_eager(one_thread):
     torch.manual_seed(3)
     model = TINY_MODELS["unetr2d"](vit_dropout=0.0)
@@ -144,5 +148,6 @@ def test_bench_mistakes_exit_2_with_one_line_and_keep_what_exists(tmp_path, caps
     with pytest.raises(SystemExit) as exit_info:
         bench.main(argv + ["--device", "cpu", "--models", "unet"] * ("--models" not in argv))
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert (exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+            and expected in err), err
     assert existing.read_text() == "{}"

@@ -494,7 +494,8 @@ def test_augmented_crops_keep_the_mask_on_the_image():
         ds = data.CropDataset(slices, masks, tile=32, augment=True, rotation=rotation, seed=6)
         for i in range(len(ds)):
             x, y = ds[i]
-            np.testing.assert_array_equal(y[0].numpy(), (np.round(x[0].numpy() * 255) > 128).astype(np.float32))
+            np.testing.assert_array_equal(y[0].numpy(),
+                                          (np.round(x[0].numpy() * 255) > 128).astype(np.float32))
     ds = data.CropDataset(slices, masks, tile=32, augment=True, seed=6)  # bilinear: edges may blur
     agree = np.mean([((ds[i][0][0].numpy() > 128.5 / 255) == (ds[i][1][0].numpy() > 0.5)).mean()
                      for i in range(len(ds))])
@@ -508,6 +509,7 @@ def test_crops_for_the_pretext_task():
     degraded, clean = ds[0]
     torch.testing.assert_close(degraded, 1 - clean, rtol=0, atol=1e-6)
     assert _find_window(data.pad_to_multiple(slices, 32), np.round(clean[0].numpy() * 255).astype(np.uint8)) \
-        or _find_window(data.pad_to_multiple(slices, 32)[:, :, ::-1], np.round(clean[0].numpy() * 255).astype(np.uint8)) \
+        or _find_window(data.pad_to_multiple(slices, 32)[:, :, ::-1],
+                        np.round(clean[0].numpy() * 255).astype(np.uint8)) \
         or any(_find_window(data.pad_to_multiple(slices, 32), np.ascontiguousarray(t))
                for t in _dihedral(np.round(clean[0].numpy() * 255).astype(np.uint8)))

@@ -116,7 +116,8 @@ def test_mask_levels_half_the_full_scale(tmp_path, scale, extra):
     levels = np.array([0, scale] + (extra or []), np.uint8)
     raw = rng.choice(levels, size=(2, H, W))
     for i in range(2):
-        os.makedirs(tmp_path / "train" / "x", exist_ok=True), os.makedirs(tmp_path / "train" / "y", exist_ok=True)
+        (os.makedirs(tmp_path / "train" / "x", exist_ok=True),
+         os.makedirs(tmp_path / "train" / "y", exist_ok=True))
         Image.fromarray(image_of(i)).save(tmp_path / "train" / "x" / f"{i}.png")
         Image.fromarray(raw[i]).save(tmp_path / "train" / "y" / f"{i}.png")
     with warnings.catch_warnings(record=True) as caught:
@@ -197,7 +198,8 @@ def test_pairs_whose_numbers_disagree_are_refused(tmp_path, case):
         for folder, name in (("Test_In", "s3.png"), ("Test_Out", "s4.png")):
             for old in os.listdir(os.path.join(root, folder)):
                 os.remove(os.path.join(root, folder, old))
-            Image.fromarray(image_of(3) if folder == "Test_In" else mask_of(3)).save(os.path.join(root, folder, name))
+            Image.fromarray(image_of(3) if folder == "Test_In" else mask_of(3)).save(
+                os.path.join(root, folder, name))
         expected = ["s3.png", "s4.png", "slice numbers 3 and 4"]
     with pytest.raises(data.DataError) as info:
         data.load_split(root, "test" if case == "single" else "train")
@@ -221,7 +223,8 @@ def test_mismatched_numbers_stop_train_py_before_anything_is_written(tmp_path):
     assert "mask0001.png" in lines[0] and "5.png" in lines[0]
     assert not out.exists() and not (tmp_path / "runs").exists()
     report = _run([os.path.join(ROOT, "data.py"), root], cwd=str(tmp_path))
-    assert report.returncode == 2 and report.stderr.count("\n") == 1 and "slice numbers 1 and 5" in report.stderr
+    assert (report.returncode == 2 and report.stderr.count("\n") == 1
+            and "slice numbers 1 and 5" in report.stderr)
     assert "train: 4 slices" in report.stdout and "ok" not in report.stdout.split("\n")[-2]
 
 
@@ -270,8 +273,9 @@ def test_adapt_takes_source_and_target_as_unzipped(tmp_path, capsys):
 
     source = write_zip_like(str(tmp_path / "Lucchi++"), n_train=3, n_test=2)
     target = write_zip_like(str(tmp_path / "Kasthuri++"), n_train=3, n_test=2, border=True)
-    results = adapt.main(["--source", source, "--target", target, "--out", str(tmp_path / "run"), "--crops", "12",
-                          "--tile", "16", "--filters", "2", "--stage-epochs", "1", "1", "1", "--device", "cpu"])
+    results = adapt.main(["--source", source, "--target", target, "--out", str(tmp_path / "run"),
+                          "--crops", "12", "--tile", "16", "--filters", "2", "--stage-epochs", "1", "1", "1",
+                          "--device", "cpu"])
     out = capsys.readouterr().out
     assert "layout Train_In, Train_Out, Test_In, Test_Out" in out and "3 training slices, unlabelled" in out
     assert results["test_iou_f"] is not None and 0.0 <= results["test_iou_f"] <= 1.0

@@ -21,7 +21,8 @@ TINY = ["--arch", "unet", "--filters", "4", "--dropout", "0", "--tile", "32", "-
 
 def _torchrun(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *args]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
@@ -56,12 +57,14 @@ def test_two_processes_train_the_one_process_curve_and_resume_its_run(tmp_path, 
     np.testing.assert_allclose(_curve(split), one, rtol=1e-5, atol=1e-6)
 
 
-def test_a_batch_the_processes_cannot_share_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+def test_a_batch_the_processes_cannot_share_is_refused_before_anything_is_written(tmp_path, monkeypatch,
+                                                                                   capsys):
     monkeypatch.setattr(distributed, "world", lambda: (0, 2))  # as torchrun --nproc_per_node=2 would give
     flags = [f if f != "4" or TINY[i - 1] != "--batch-size" else "3" for i, f in enumerate(TINY)]
     with pytest.raises(SystemExit) as exit_info:
         train.main(flags + ["--out", str(tmp_path / "run")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: --batch-size 3 is the whole batch, shared by the 2 processes of torchrun: use a multiple of 2"
+    assert err == ("error: --batch-size 3 is the whole batch, shared by the 2 processes of torchrun: use a "
+                   "multiple of 2")
     assert not (tmp_path / "run").exists()

@@ -280,7 +280,8 @@ def test_blurs_refuse_a_parameter_passed_as_rng():
         dg.gaussian_blur(image, 1.0)
     with pytest.raises(TypeError, match="radius="):
         dg.defocus_blur(image, 3)
-    np.testing.assert_array_equal(dg.gaussian_blur(image, _rng(), sigma=1.0), dg.gaussian_blur(image, sigma=1.0))
+    np.testing.assert_array_equal(dg.gaussian_blur(image, _rng(), sigma=1.0),
+                                  dg.gaussian_blur(image, sigma=1.0))
     assert not np.array_equal(dg.gaussian_blur(image, sigma=1.0), dg.gaussian_blur(image))
 
 
@@ -337,7 +338,8 @@ def test_match_histogram_zero_padding_fix():
     np.testing.assert_array_equal(out[20:-20, 20:-20], expected)
     gappy = np.pad(tissue * 2 + 1, 20)  # levels 0, 3, 5, ...: no 1 or 2, so the zero count is 0
     inner = dg.match_histogram(gappy[20:-20, 20:-20], target)
-    np.testing.assert_array_equal(dg.match_histogram(gappy, target, fix_zero_peak=True)[20:-20, 20:-20], inner)
+    np.testing.assert_array_equal(dg.match_histogram(gappy, target, fix_zero_peak=True)[20:-20, 20:-20],
+                                  inner)
     black = np.zeros((8, 8), np.uint8)
     np.testing.assert_array_equal(dg.match_histogram(black, target, fix_zero_peak=True), black)
 

@@ -67,13 +67,14 @@ def test_prediction_reproduces_the_runs_own_evaluation_bit_for_bit(runs, tmp_pat
     for i in range(3):
         Image.fromarray(test_x[i]).save(inputs / f"slice_{i:03d}.tif")
     out = tmp_path / "pred"
-    result = predict.main([str(run["out"] / "best.pt"), str(inputs), "--out", str(out), "--masks", str(masks_dir),
-                           "--probabilities", "--device", "cpu"])
+    result = predict.main([str(run["out"] / "best.pt"), str(inputs), "--out", str(out), "--masks",
+                           str(masks_dir), "--probabilities", "--device", "cpu"])
     for i, prob in enumerate(run["probs"]):
         written = np.asarray(Image.open(out / f"slice_{i:03d}_mask.png"))
         np.testing.assert_array_equal(written, (prob > 0.5).astype(np.uint8) * 255)
         np.testing.assert_array_equal(result["probabilities"][i], prob)
-        assert np.abs(np.asarray(Image.open(out / f"slice_{i:03d}_prob.png")) / 255.0 - prob).max() <= 0.5 / 255 + 1e-6
+        assert (np.abs(np.asarray(Image.open(out / f"slice_{i:03d}_prob.png")) / 255.0 - prob).max()
+                <= 0.5 / 255 + 1e-6)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_iou_f"] == run["results"]["test_iou_f"]
     assert metrics["test_iou_f_global"] == run["results"]["test_iou_f_global"]
@@ -93,17 +94,21 @@ def test_masks_of_a_data_set_folder_as_unzipped_pair_in_natural_order(runs, tmp_
     for i in order:
         Image.fromarray(test_x[i]).save(root / "Test_In" / f"mask{i:04d}.png")
         mask = test_y[i] * 255
-        Image.fromarray(np.dstack([mask, mask, mask, np.full_like(mask, 255)])).save(root / "Test_Out" / f"{i}.png")
+        Image.fromarray(np.dstack([mask, mask, mask, np.full_like(mask, 255)])).save(
+            root / "Test_Out" / f"{i}.png")
     ckpt = str(found["unet"]["out"] / "best.pt")
-    for k, argv in enumerate(([str(root / "Test_In"), "--masks", str(root)], [str(root), "--masks", str(root)])):
+    for k, argv in enumerate(([str(root / "Test_In"), "--masks", str(root)],
+                              [str(root), "--masks", str(root)])):
         result = predict.main([ckpt, *argv, "--out", str(tmp_path / f"out{k}"), "--device", "cpu"])
         assert result["test_iou_f"] == found["unet"]["results"]["test_iou_f"]
-        assert [s["slice"].rsplit("/", 1)[-1] for s in result["per_slice"]] == ["mask0000.png", "mask0001.png",
+        assert [s["slice"].rsplit("/", 1)[-1] for s in result["per_slice"]] == ["mask0000.png",
+                                                                              "mask0001.png",
                                                                               "mask0002.png"]
     os.rename(root / "Test_Out" / "1.png", root / "Test_Out" / "7.png")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        predict.main([ckpt, str(root / "Test_In"), "--masks", str(root), "--out", str(tmp_path / "o"), "--device", "cpu"])
+        predict.main([ckpt, str(root / "Test_In"), "--masks", str(root), "--out", str(tmp_path / "o"),
+                      "--device", "cpu"])
     assert exit_info.value.code == 2 and "slice numbers 1 and 2" in capsys.readouterr().err  # 0, 2, 7 now
     assert not (tmp_path / "o").exists()
 
@@ -195,7 +200,8 @@ def test_training_refuses_a_pickled_object_in_every_checkpoint_flag(runs, tmp_pa
     cases = _bad_checkpoints(tmp_path, found["unet"]["out"] / "best.pt")
     marker = cases["evil.pt"][1]
     evil = str(tmp_path / "evil.pt")
-    for argv in (["--eval-only", evil], ["--arch", "unet", *TINY, "--init-from", evil, "--out", str(tmp_path / "i")]):
+    for argv in (["--eval-only", evil],
+                 ["--arch", "unet", *TINY, "--init-from", evil, "--out", str(tmp_path / "i")]):
         with pytest.raises(SystemExit) as exit_info:
             train.main(argv)
         assert exit_info.value.code == 2
@@ -242,14 +248,16 @@ def test_slices_smaller_than_the_window_and_colour_images_are_predicted(runs, tm
     Image.fromarray(np.stack([test_x[0][:20, :27]] * 3, axis=-1)).save(small)  # RGB, smaller than 32x32
     out = tmp_path / "pred"
     with pytest.warns(UserWarning, match="converted to grey"):
-        predict.main([str(found["unetr2d"]["out"] / "best.pt"), str(small), "--out", str(out), "--device", "cpu"])
+        predict.main([str(found["unetr2d"]["out"] / "best.pt"), str(small), "--out", str(out), "--device",
+                      "cpu"])
     assert np.asarray(Image.open(out / "small_mask.png")).shape == (20, 27)
 
 
 def test_attention_rows_sum_to_one_and_rollout_matches_a_float64_loop(runs, tmp_path):
     found, folder, _, _ = runs
-    result = predict.main([str(found["unetr2d"]["out"] / "best.pt"), str(folder / "slice_000.tif"), "--attention",
-                           "--out", str(tmp_path / "att"), "--query-patch", "0,1", "--device", "cpu"])
+    result = predict.main([str(found["unetr2d"]["out"] / "best.pt"), str(folder / "slice_000.tif"),
+                           "--attention", "--out", str(tmp_path / "att"), "--query-patch", "0,1",
+                           "--device", "cpu"])
     assert len(result["maps"]) == 4 and all(os.path.exists(p) for p in result["paths"])
     for weights in result["maps"]:
         assert weights.shape == (1, 4, 4, 4)  # (B, h, N, N): a 32-px window has 2x2 patches
@@ -270,8 +278,8 @@ def test_rollout_of_identity_attention_is_the_identity(runs, tmp_path, monkeypat
         return v, torch.eye(N).expand(B, h, N, N)
 
     monkeypatch.setattr(attention, "scaled_dot_product_attention", identity_attention)
-    result = predict.main([str(found["unetr2d"]["out"] / "best.pt"), str(folder / "slice_000.tif"), "--attention",
-                           "--out", str(tmp_path / "att"), "--device", "cpu"])
+    result = predict.main([str(found["unetr2d"]["out"] / "best.pt"), str(folder / "slice_000.tif"),
+                           "--attention", "--out", str(tmp_path / "att"), "--device", "cpu"])
     torch.testing.assert_close(result["rollout"][0], torch.eye(4))
 
 

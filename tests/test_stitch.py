@@ -142,7 +142,8 @@ def _fixed_conv(kernel_size, seed=0):
 def test_predict_full_equals_direct_convolution():
     conv = _fixed_conv(3)
     image = _image(32, 48)  # already a multiple of 16: no padding, zero 'same' border as the model
-    expected = _sigmoid(_conv3x3_reference(image, conv.weight[0, 0].detach().double().numpy(), 0.3, "constant"))
+    expected = _sigmoid(_conv3x3_reference(image, conv.weight[0, 0].detach().double().numpy(), 0.3,
+                                           "constant"))
     out = predict_full(conv, image)
     assert out.dtype == np.float32 and out.shape == image.shape
     np.testing.assert_allclose(out, expected, atol=1e-6)
@@ -200,7 +201,9 @@ def test_tiled_pointwise_model_equals_whole_image():
 def test_tiled_conv_sees_true_neighbours_across_seams():
     """A 3x3 conv stitched from windows equals the conv of the mirror-padded whole image."""
     conv = _fixed_conv(3, seed=3)
-    image = _image(384, 300)  # rows: case 1 (64 + 64), columns: case 2 (42 + 42); no kept pixel on a window edge
-    expected = _sigmoid(_conv3x3_reference(image, conv.weight[0, 0].detach().double().numpy(), 0.3, "symmetric"))
+    # rows: case 1 (64 + 64), columns: case 2 (42 + 42); no kept pixel on a window edge
+    image = _image(384, 300)
+    expected = _sigmoid(_conv3x3_reference(image, conv.weight[0, 0].detach().double().numpy(), 0.3,
+                                           "symmetric"))
     out = predict_tiled(model_predict_fn(conv), image)
     np.testing.assert_allclose(out, expected, atol=1e-5)

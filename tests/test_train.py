@@ -50,7 +50,8 @@ def test_cosine_schedule_follows_formula_and_torch():
     steps, lr = 50, 1e-3
     ours = _our_lrs("cosine", steps, lr)
     formula = [lr * (1 + math.cos(math.pi * t / steps)) / 2 for t in range(steps)]
-    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps, eta_min=0), steps, lr)
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps, eta_min=0), steps,
+                     lr)
     np.testing.assert_allclose(ours, formula, rtol=1e-12)
     np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-15)
     assert ours[0] == lr and schedules.cosine_lr(steps, steps, lr) == 0.0
@@ -59,7 +60,8 @@ def test_cosine_schedule_follows_formula_and_torch():
 def test_one_cycle_schedule_equals_torch_onecycle():
     steps, lr = 40, 2e-4
     ours = _our_lrs("onecycle", steps, lr)
-    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=steps), steps, lr)
+    ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=steps), steps,
+                     lr)
     np.testing.assert_allclose(ours, ref, rtol=1e-9)
     assert max(ours) == pytest.approx(lr) and ours[0] == pytest.approx(lr / 25)
 
@@ -268,11 +270,13 @@ def test_summary_prints_the_thesis_count_and_model_flags_reach_attention_unet(ca
 
 
 def test_init_loads_matching_tensors_and_keeps_a_different_position_embedding(tmp_path, capsys):
-    small = ["--arch", "unetr2d", "--size", "mini", "--filters", "4", "--image-side", "64", "--train-images", "4",
-             "--test-images", "1", "--batch-size", "4", "--device", "cpu", "--epochs", "0"]
+    small = ["--arch", "unetr2d", "--size", "mini", "--filters", "4", "--image-side", "64",
+             "--train-images", "4", "--test-images", "1", "--batch-size", "4", "--device", "cpu",
+             "--epochs", "0"]
     train.main(small + ["--tile", "32", "--out", str(tmp_path / "a")])
     capsys.readouterr()
-    train.main(small + ["--tile", "64", "--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a" / "best.pt")])
+    train.main(small + ["--tile", "64", "--out", str(tmp_path / "b"), "--init-from",
+                        str(tmp_path / "a" / "best.pt")])
     printed = capsys.readouterr().out
     assert "kept as initialised: encoder.patch_embed.pos_embed" in printed and "encoder.blocks" in printed
     a = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
@@ -371,7 +375,8 @@ def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(
 ])
 def test_data_pipeline_flags_default_to_the_thesis_and_refuse_bad_values(tmp_path, capsys, flags, expected):
     run = runs.make_config("unet", data=str(tmp_path))
-    assert (run.rotation, run.sampling, run.val_fraction, run.preset) == ("any", "tiles", 0.1, "thesis")  # §4.3.2
+    assert (run.rotation, run.sampling, run.val_fraction, run.preset) == ("any", "tiles", 0.1,
+                                                                          "thesis")  # §4.3.2
     with pytest.raises(SystemExit) as exit_info:
         train.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *flags])
     assert exit_info.value.code == 2 and not os.path.exists(tmp_path / "o" / "last.pt")
@@ -411,14 +416,16 @@ def test_demo_turns_batchnorm_on_for_the_attention_gated_cnns_only():
 
 def test_presets_are_the_thesis_protocol_and_named_changes():
     thesis = runs.make_config("unetr2d", data="DIR")
-    assert (thesis.fit.epochs, thesis.fit.patience, thesis.fit.batch_size, thesis.fit.lr, thesis.fit.weight_decay,
-            thesis.fit.optimizer, thesis.fit.scheduler, thesis.tile, thesis.filters) == \
+    assert (thesis.fit.epochs, thesis.fit.patience, thesis.fit.batch_size, thesis.fit.lr,
+            thesis.fit.weight_decay, thesis.fit.optimizer, thesis.fit.scheduler, thesis.tile,
+            thesis.filters) == \
         (360, 60, 6, 1e-4, 1e-5, "adamw", "cosine", 256, 32)  # §4.3.2, App. B Table 2
     demo = runs.make_config("unetr2d")
     assert demo.preset == "demo" and demo.fit.epochs == presets.DEMO_EPOCHS["unetr2d"] and demo.tile == 128
     assert runs.make_config("unet").fit.epochs == presets.DEMO_EPOCHS["unet"]
     assert runs.make_config("unet", preset="quick").fit.epochs == presets.QUICK["epochs"]
-    assert runs.make_config("unet", preset="thesis").fit.epochs == 360  # the thesis protocol on synthetic data
+    # the thesis protocol on synthetic data
+    assert runs.make_config("unet", preset="thesis").fit.epochs == 360
     for name, preset in presets.PRESETS.items():
         assert set(presets.THESIS) <= set(preset), name  # every preset is {**THESIS, ...}
     assert presets.differences({**presets.THESIS}) == ""

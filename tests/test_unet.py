@@ -21,11 +21,12 @@ def test_parameter_counts_match_thesis(cls, thesis, spec):
     with torch.device("meta"):
         model = cls()
     assert abs(n_params(model) - thesis) / thesis < 0.01
-    assert n_params(model) == spec  # SPEC §2: gate width f_i (f_i/2 would give 1.96M)
+    assert n_params(model) == spec  # the gate's width is f_i (f_i / 2 would give 1.96M, outside 1% of 1.99M)
 
 
-@pytest.mark.parametrize("model", [UNet(filters=4), AttentionUNet(filters=4), AttentionUNet(filters=4, batch_norm=True),
-                                   AttentionYNet(filters=4)], ids=["unet", "att_unet", "att_unet_bn", "att_ynet"])
+@pytest.mark.parametrize("model", [UNet(filters=4), AttentionUNet(filters=4),
+                                   AttentionUNet(filters=4, batch_norm=True), AttentionYNet(filters=4)],
+                         ids=["unet", "att_unet", "att_unet_bn", "att_ynet"])
 def test_shapes_gradients_and_size_check(model):
     x = torch.rand(2, 1, 32, 48)
     out = model(x)
@@ -102,7 +103,8 @@ def gate_reference(gate, skip, up):
             y = (y - norm.running_mean[:, None, None]) / torch.sqrt(norm.running_var[:, None, None] + 1e-3)
             y = y * norm.weight[:, None, None] + norm.bias[:, None, None]
         return y
-    hidden = torch.clamp(conv(skip, gate.skip_proj, gate.skip_norm) + conv(up, gate.up_proj, gate.up_norm), min=0)
+    hidden = torch.clamp(conv(skip, gate.skip_proj, gate.skip_norm) + conv(up, gate.up_proj, gate.up_norm),
+                         min=0)
     return 1 / (1 + torch.exp(-conv(hidden, gate.psi, gate.psi_norm)))
 
 

@@ -21,7 +21,8 @@ def test_parameter_counts_match_thesis(cls, size, filters, thesis):
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
         model = cls(size, filters=filters, img_size=256)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    bn_stats = sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+    bn_stats = sum(b.numel() for name, b in model.named_buffers()
+                   if name.endswith(("running_mean", "running_var")))
     assert abs(trainable - thesis) / thesis < 0.01
     assert abs(trainable + bn_stats - thesis) / thesis < 0.01  # as Keras counts
 
@@ -89,7 +90,8 @@ def test_skip_taps_are_hidden_states_S_m_times_l(cls, size):
     assert list(model.skip_layers) == [cfg.skip_step * level for level in range(1, K)]
     for level in range(1, K):
         expected = grid_image(layer_out[cfg.skip_step * level - 1], model.grid)
-        assert torch.equal(skip_in[level], expected), f"level {level} should read layer {cfg.skip_step * level}"
+        assert torch.equal(skip_in[level], expected), (f"level {level} should read layer "
+                                                       f"{cfg.skip_step * level}")
     bottom = grid_image(layer_out[cfg.n_layers - 1], model.grid)
     assert torch.equal(up_in[K - 1][:, :cfg.embed_dim], bottom)
 
@@ -120,7 +122,8 @@ def test_concatenation_orders_follow_the_thesis_code():
     for h in h1 + h2 + h3 + h4 + h5:
         h.remove()
     for level in range(y.n_levels):
-        assert torch.equal(drop_in[level], torch.cat([skip_out[level], ups_out[level], cnn_out[level]], dim=1))
+        assert torch.equal(drop_in[level], torch.cat([skip_out[level], ups_out[level], cnn_out[level]],
+                                                     dim=1))
     D = y.config.embed_dim
     assert torch.equal(drop_in[y.n_levels][:, D:], bottom_out[0])
 
@@ -135,4 +138,5 @@ def test_dropout_rates_per_level():
     y = YNETR2D("mini", filters=4, img_size=32, dropout=rates, spatial_dropout=spatial)
     assert [d.p for d in y.drops] == list(spatial)
     assert all(isinstance(d, torch.nn.Dropout2d) for d in y.drops)
-    assert [b.first.drop.p for b in y.cnn_encoder] == list(rates[:4]) and y.cnn_bottleneck.first.drop.p == rates[4]
+    assert ([b.first.drop.p for b in y.cnn_encoder] == list(rates[:4])
+            and y.cnn_bottleneck.first.drop.p == rates[4])

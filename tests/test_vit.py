@@ -114,7 +114,8 @@ def _reference_block(x, blk):
 @pytest.mark.parametrize("head_dim", [None, 4])
 def test_transformer_block_matches_float64_reference(head_dim):
     torch.manual_seed(3)
-    blk = TransformerBlock(embed_dim=16, n_heads=4, mlp_dim=32, dropout=0.1, head_dim=head_dim).double().eval()
+    blk = TransformerBlock(embed_dim=16, n_heads=4, mlp_dim=32, dropout=0.1,
+                           head_dim=head_dim).double().eval()
     _randomise(blk)
     x = torch.randn(2, 6, 16, dtype=torch.float64)
     torch.testing.assert_close(blk(x), _reference_block(x, blk), rtol=1e-10, atol=1e-12)
