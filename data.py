@@ -60,11 +60,8 @@ def _child(folder, name):
 
 
 def find_layout(root):
-    """(layout name, {split: (images folder, masks folder)}) of a data-set folder.
-
-    The layout is known by its images folders (either split); a folder that does not exist is
-    returned as the path it would have (an unlabelled target set of App. A has no masks).
-    """
+    """(layout name, {split: (images folder, masks folder)}) of a data-set folder, known by its images
+    folders; a missing folder comes back as the path it would have (an App. A target has no masks)."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: data folder not found; pass a folder holding {LAYOUT_HELP}")
     found = [name for name, splits in LAYOUTS.items() if any(_child(root, x) for x, _ in splits.values())]
@@ -88,12 +85,11 @@ def natural_key(name):
 
 
 def slice_numbers(names):
-    """The slice number each file name carries, or None where it cannot be told.
+    """The slice number each file name carries (its runs of digits, extension excluded), or None.
 
-    The numbers of a name are its runs of digits (extension excluded). When every name of the folder
-    carries as many numbers, the slice number is the last one that changes from file to file (a date
-    or a '_v2' that all names share is not it); a single file's is its last number. Where the names
-    carry different counts of numbers, or none, no slice number is trusted (None for all).
+    When every name of the folder carries as many numbers, it is the last one that changes from file to
+    file (a date or a '_v2' all names share is not it); a lone file's is its last number. Names with
+    different counts of numbers, or none, get None: no slice number is trusted.
     """
     numbers = [[int(d) for d in re.findall(r"\d+", os.path.splitext(os.path.basename(n))[0])] for n in names]
     counts = {len(ns) for ns in numbers}
@@ -166,8 +162,7 @@ def read_files(paths, is_mask=False, notes=None):
     background. `notes` (a dict) gathers what the data report tells: "modes", "converted", for masks
     "values" ({(value, full scale): pixels}) and "scales"; without it conversions and odd mask values warn.
     """
-    note = ({"modes": set(), "converted": set(), "scales": set(), "values": Counter()}
-            if notes is None else notes)
+    note = {} if notes is None else notes
     for key, empty in (("modes", set), ("converted", set), ("scales", set), ("values", Counter)):
         note.setdefault(key, empty())
     files = []
@@ -286,11 +281,8 @@ class Split:
 
 
 def read_split(root, split, masks=True):
-    """Load one split of a data-set folder (either layout) -> Split. Every page counts as a slice.
-
-    Raises DataError naming the file and the fix for a missing folder, unreadable or odd-sized
-    slices, and images and masks that do not pair.
-    """
+    """Load one split of a data-set folder (either layout) -> Split; every page counts as a slice. A missing
+    folder, an unreadable or odd-sized slice, or masks that do not pair raise DataError naming the fix."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     layout, folders = find_layout(root)
@@ -376,10 +368,10 @@ def report(root, out=print):
         splits[split] = read_split(root, split, masks=os.path.isdir(folders[split][1]))
         out("\n".join(describe_split(splits[split], root)))
     unlabelled = [s for s, part in splits.items() if part.masks is None]
+    n_train, n_test = len(splits["train"].images), len(splits["test"].images)
     out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py --target "
-        "reads none" if unlabelled
-        else f"ok: {len(splits['train'].images)} train and {len(splits['test'].images)} test "
-        "slices, each paired with its own mask")
+        "reads none" if unlabelled else
+        f"ok: {n_train} train and {n_test} test slices, each paired with its own mask")
     return splits
 
 
@@ -479,11 +471,8 @@ ROTATIONS = ("any", "any-nearest", "right")
 
 
 def random_geometry(rng, rotation="any"):
-    """Draw one DA transform (angle in degrees, horizontal flip, vertical flip); flips p=0.5.
-
-    "any", "any-nearest": angle uniform in [-180, 180] (a float). "right": 0, 90, 180 or 270 with
-    equal chance, as an int, which `apply_geometry` applies with np.rot90 (no resampling).
-    """
+    """One DA transform (angle in degrees, horizontal flip, vertical flip), flips p=0.5: for "any" and
+    "any-nearest" a float angle uniform in [-180, 180]; for "right" an int 0, 90, 180 or 270 (np.rot90)."""
     if rotation == "right":
         angle = 90 * int(rng.integers(4))
     elif rotation in ("any", "any-nearest"):
@@ -499,6 +488,7 @@ def image_order(rotation):
 
 
 def apply_geometry(array, geometry, order):
+    """A (T, T) array turned and flipped by `geometry` (random_geometry), resampled with `order`."""
     angle, hflip, vflip = geometry
     if isinstance(angle, int):                                 # a right angle: exact, any dtype
         out = np.rot90(array, angle // 90)                     # (T, T) counter-clockwise

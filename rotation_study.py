@@ -129,7 +129,7 @@ def cell_config(args, settings, seed, epochs):
 def epochs_for(args, settings, steps):
     """Whole epochs whose step count comes nearest to `steps` for this cell, and that step count."""
     run = cell_config(args, settings, 0, 1)
-    slices, _ = train.load_slices(run)
+    slices, _ = runs.load_slices(run)
     per_epoch = math.ceil(len(train.datasets(run, *slices["train"], 0)[0]) / args.batch_size)
     epochs = max(1, round(steps / per_epoch))
     return epochs, epochs * per_epoch

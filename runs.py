@@ -26,6 +26,7 @@ import distributed
 import evaluate
 import models
 import presets
+import synthetic
 import thesis_numbers
 import train
 
@@ -157,6 +158,26 @@ def prepare_out(run, out, resume=False):
 # ----------------------------------------------------------------------------------------------
 # Runs: one seed per folder, several seeds, a cell of a table.
 
+def load_slices(run):
+    """The run's slices, preprocessed (App. A) -> ({"train": (x, y), "test": (x, y)}, a line saying what
+    they are). x: (n, H, W) uint8; y: (n, H, W) uint8 in {0, 1}, or None in a pretext run (§3.3)."""
+    masks = not run.pretext
+    if run.data:
+        parts = {s: data.read_split(run.data, s, masks=masks) for s in ("train", "test")}
+        found = {s: (data.warn_notes(p).images, p.masks) for s, p in parts.items()}
+        line = f"data: {run.data}, layout {parts['train'].layout}: " + ", ".join(
+            f"{s} {len(p.images)} slices of {data.hw(p.images.shape[1:])}" for s, p in parts.items())
+    else:
+        side = run.image_side
+        found = {"train": synthetic.synthetic_em(run.train_images, side, side, seed=synthetic.TRAIN_SEED),
+                 "test": synthetic.synthetic_em(run.test_images, side, side, seed=synthetic.TRAIN_SEED + 1)}
+        line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
+                f"slices of {side}x{side}")
+    hist = np.asarray(run.target_hist) if run.preprocess == "hist_match" else None
+    return {s: (degrade.preprocess(x, run.preprocess, hist), y if masks else None)
+            for s, (x, y) in found.items()}, line
+
+
 def train_seeds(run, slices, device, out, resume=False):
     """run.repeats runs with seeds seed, seed + 1, ... (folders seed-k when more than one) -> results.
     With `resume`, finished seeds are read back and an interrupted one continues from its last.pt."""
@@ -186,7 +207,7 @@ def train_in(folder, run, device, drop_last=False):
                                  "new --out")
     if not os.path.isfile(done):
         print(f"\n== {folder}: {'resuming' if started else 'training'}", flush=True)
-        slices, line = train.load_slices(run)
+        slices, line = load_slices(run)
         print(line)
         prepare_out(run, folder, resume=started)
         threads = torch.get_num_threads()
@@ -229,7 +250,7 @@ def evaluate_checkpoint(path, device, data_dir=None, amp=False, threads=None):
     try:
         if threads or run.threads:  # the run's threads: its evaluation's rounding, exactly
             torch.set_num_threads(threads or run.threads)
-        slices, line = train.load_slices(run)
+        slices, line = load_slices(run)
         print(line)
         metrics, _ = train.score_test_set(model, run, *slices["test"], device)
     finally:
@@ -386,7 +407,7 @@ def train_command(argv):
         else:
             run = make_config(preset=args.preset, device_type=device.type, **given)
         device = distributed.join_torchrun(device)
-        slices, line = train.load_slices(run)  # bad data is refused here, before the run folder exists
+        slices, line = load_slices(run)  # bad data is refused here, before the run folder exists
         print(line)
         distributed.check_batch(run.fit.batch_size)
         sized = models.ARCHS[run.arch]["sized"]

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 # Before torch loads OpenMP: idle CPU threads sleep instead of spinning, which made a step 4-6x slower
 # on a busy 2-core machine (docs/speed.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +38,6 @@ import distributed
 import evaluate
 import models
 import schedules
-import synthetic
 import thesis_numbers
 
 
@@ -230,22 +228,19 @@ def fit(model, train_set, val_set, cfg, device, out, *, meta, resume=False, labe
     from which `resume` continues the same curve; both carry `meta` (the model config, the run's settings).
     Only parameters with requires_grad are optimised (adapt.py freezes the encoder so).
     """
-    clock, last, best = ({"start": time.perf_counter()}, os.path.join(out, "last.pt"),
-                         os.path.join(out, "best.pt"))
+    last, best = os.path.join(out, "last.pt"), os.path.join(out, "best.pt")
+    clock = {"start": time.perf_counter()}
     val_loader = torch.utils.data.DataLoader(distributed.shard(val_set), batch_size=cfg.batch_size,
                                              num_workers=cfg.workers)
     # 1. The optimiser over the trainable parameters and the schedule over every step (App. B).
-    optimizer = schedules.make_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad],
-                                         cfg.lr, cfg.weight_decay)
-    steps = cfg.epochs * distributed.steps_per_epoch(len(train_set), cfg.batch_size)
-    scheduler = schedules.Scheduler(optimizer, cfg.scheduler, cfg.lr, steps)
+    optimizer, scheduler = optimisation(model, cfg, len(train_set))
     # 2. Start from the initial weights (and their validation loss), or where last.pt stopped.
     if resume:
         state = resume_from(last, model, optimizer, scheduler)
     else:
+        before = validate(model, val_loader, cfg, device, shared=True)[0]
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0,
-                 "stopped": False,
-                 "val_loss_before": validate(model, val_loader, cfg, device, shared=True)[0]}
+                 "stopped": False, "val_loss_before": before}
         save_checkpoint(last, model, state, meta, optimizer, scheduler)
     announce(label, meta, model, train_set, val_set, device)
     net = distributed.training_module(model, device, compile=cfg.compile)  # DDP under torchrun; compiled
@@ -280,35 +275,29 @@ def fit(model, train_set, val_set, cfg, device, out, *, meta, resume=False, labe
     if not distributed.is_main():  # evaluation, pictures and results are rank 0's
         return None
     # 7. Restore the best weights (§4.3.2) for the test evaluation, and draw the curves.
-    if not os.path.exists(best):  # no epoch ran (--epochs 0): the starting weights are the best
-        save_checkpoint(best, model, state, meta)
-    model.load_state_dict(models.load_checkpoint(best, "best.pt", keys=("model",))["model"])
+    restore_best(model, best, state, meta)
     evaluate.draw_curves(state["history"], os.path.join(out, "curves.png"), cfg.pretext)
     return state
 
 
+def optimisation(model, cfg, n_train):
+    """The optimiser over the trainable parameters, and the schedule over every step of every epoch."""
+    optimizer = schedules.make_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad],
+                                         cfg.lr, cfg.weight_decay)
+    steps = cfg.epochs * distributed.steps_per_epoch(n_train, cfg.batch_size)
+    return optimizer, schedules.Scheduler(optimizer, cfg.scheduler, cfg.lr, steps)
+
+
+def restore_best(model, best, state, meta):
+    """best.pt's weights into `model`; when no epoch ran (--epochs 0) the starting weights are the best."""
+    if not os.path.exists(best):
+        save_checkpoint(best, model, state, meta)
+    model.load_state_dict(models.load_checkpoint(best, "best.pt", keys=("model",))["model"])
+
+
 # ----------------------------------------------------------------------------------------------
-# One run: its slices, training and validation sets, network, loop and test evaluation.
-
-def load_slices(run):
-    """The run's slices, preprocessed (App. A) -> ({"train": (x, y), "test": (x, y)}, a line saying what
-    they are). x: (n, H, W) uint8; y: (n, H, W) uint8 in {0, 1}, or None in a pretext run (§3.3)."""
-    masks = not run.pretext
-    if run.data:
-        parts = {s: data.read_split(run.data, s, masks=masks) for s in ("train", "test")}
-        found = {s: (data.warn_notes(p).images, p.masks) for s, p in parts.items()}
-        line = f"data: {run.data}, layout {parts['train'].layout}: " + ", ".join(
-            f"{s} {len(p.images)} slices of {data.hw(p.images.shape[1:])}" for s, p in parts.items())
-    else:
-        side = run.image_side
-        found = {"train": synthetic.synthetic_em(run.train_images, side, side, seed=synthetic.TRAIN_SEED),
-                 "test": synthetic.synthetic_em(run.test_images, side, side, seed=synthetic.TRAIN_SEED + 1)}
-        line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
-                f"slices of {side}x{side}")
-    hist = np.asarray(run.target_hist) if run.preprocess == "hist_match" else None
-    return {s: (degrade.preprocess(x, run.preprocess, hist), y if masks else None)
-            for s, (x, y) in found.items()}, line
-
+# One run: its training and validation sets, network, loop and test evaluation (runs.load_slices reads the
+# slices).
 
 def datasets(run, x, y, seed):
     """(training set, validation set) of §4.3.1-4.3.2 from training slices x, y, split with `seed`.

@@ -146,7 +146,7 @@ def test_hist_match_reaches_the_tensors_the_model_sees(domains, tmp_path, monkey
 def test_clahe_preprocessing_is_applied_to_test_slices_as_well(domains, tmp_path):
     source, _ = domains
     run = runs.make_config("unet", data=source, tile=32, preprocess="clahe")
-    slices, _ = train.load_slices(run)
+    slices, _ = runs.load_slices(run)
     raw_test, _ = data.load_split(source, "test")
     np.testing.assert_array_equal(slices["test"][0], np.stack([degrade.clahe(im) for im in raw_test]))
 

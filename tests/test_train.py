@@ -347,7 +347,7 @@ def test_val_fraction_zero_trains_on_every_tile_and_keeps_the_final_weights(tmp_
 def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(tmp_path, monkeypatch):
     run = runs.make_config("unet", filters=4, tile=32, image_side=64, train_images=4, test_images=2,
                            sampling="crops")
-    slices, _ = train.load_slices(run)
+    slices, _ = runs.load_slices(run)
     train_set, val_set = train.datasets(run, *slices["train"], seed=0)
     images, masks = synthetic.synthetic_em(4, 64, 64, seed=synthetic.TRAIN_SEED)
     padded = data.pad_to_multiple(images, 32)
