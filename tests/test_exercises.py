@@ -1,31 +1,33 @@
-"""exercises.py: `make` blanks the chosen bodies by `ast` and keeps every other byte; each exercise's
-check fails on the blanked copy and passes on the project; wrong solutions fail on a line that names
-the behaviour while other solutions pass; a blanked copy still builds its models."""
+"""exercises.py and exercise_checks.py: the records list what a student needs and docs/teaching.md shows
+what `list --markdown` prints; `make` blanks the chosen bodies by `ast`, keeps every other byte, copies
+figures/ and docs/ but not the kit's own tests, and gives the copy a kit without references or hidden
+checks; every check fails on the blank copy and passes on the project; a solved copy passes its own
+checks against the recorded answers, for its own exercises only; the copy's tests run per exercise."""
 import ast
 import difflib
+import fnmatch
+import json
 import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
+import exercise_checks
 import exercises
+import grader
+from exercise_kit import EVERY, ROOT, fill
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(os.path.exists(os.path.join(ROOT, exercises.MARKER)),
                                 reason="a student copy: its exercises are blank on purpose")
+LINE = re.compile(r"^(PASS|FAIL) exercise (\d+): (.*) \[(\d+) pts?(, hidden)?\](?: -- (.*))?$", re.M)
+TOTAL = re.compile(r"^exercise (\d+): (\d+)/(\d+) points \((\d+)/(\d+) checks pass\)$", re.M)
 
 
-def run(args, cwd):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-def scores(stdout):
-    """{exercise: (passed, total)} from the summary lines of `check`."""
-    return {int(n): (int(p), int(t)) for n, p, t in
-            re.findall(r"^exercise (\d+): (\d+)/(\d+) behaviours pass$", stdout, re.M)}
+def run(args, cwd, **kw):
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kw)
 
 
 def qualnames(tree):
@@ -41,71 +43,122 @@ def qualnames(tree):
     return found
 
 
-def solve(copy, path, qualname, body):
-    """Write `body` in place of the raise that `make` left in `qualname`."""
-    file = os.path.join(copy, path)
-    with open(file) as f:
-        lines = f.read().split("\n")
-    raise_at = exercises.find_function(ast.parse("\n".join(lines)), qualname).body[-1].lineno - 1
-    indent = re.match(r"\s*", lines[raise_at]).group()
-    lines[raise_at] = textwrap.indent(textwrap.dedent(body).strip("\n"), indent)
-    with open(file, "w") as f:
-        f.write("\n".join(lines))
-
-
 @pytest.fixture(scope="module")
 def blank_copy(tmp_path_factory):
-    return exercises.make(str(tmp_path_factory.mktemp("kit") / "course"), sorted(exercises.BY_NUMBER), root=ROOT)
+    return exercises.make(str(tmp_path_factory.mktemp("kit") / "course"), EVERY, root=ROOT)
 
 
-def test_list_shows_ten_or_more_exercises_with_reference_file_task_and_hint(capsys):
-    assert exercises.main(["list"]) is None
+def test_list_shows_objective_minutes_task_hints_and_thesis_questions(capsys):
+    exercises.main(["list"])
     out = capsys.readouterr().out
-    assert len(exercises.EXERCISES) >= 10
-    for e in exercises.EXERCISES:
-        assert re.search(rf"^ ?{e.number}\. {re.escape(e.title)}  \[.*(§|Eq\.|Fig\.|Table|App\.)", out, re.M)
+    for e in exercise_checks.EXERCISES.values():
+        head = rf"^ ?{e.number}\. {re.escape(e.title)}  \[.*\]  {e.minutes} min, \d+ points"
+        assert re.search(head, out, re.M), e.number
         for path, name in e.targets:
             assert f"{path}: {name}" in out
-    assert out.count("Task: ") == out.count("Hint: ") == len(exercises.EXERCISES)
+        assert 5 <= e.minutes <= 60 and len(e.hints) == 2 and 1 <= len(e.questions) <= 2
+        assert all(re.search(r"§|Table|Fig\.|Eq\.|App\.", q) for q in e.questions), e.number
+    assert out.count("Objective: ") == out.count("Task: ") == out.count("Hint: ") == len(EVERY)
+    exercises.main(["hint", "3"])
+    hint = " ".join(capsys.readouterr().out.split())
+    assert " ".join(exercise_checks.EXERCISES[3].hints[1].split()) in hint
 
 
-def test_make_changes_only_the_chosen_bodies(blank_copy):
+def test_selections_fit_a_two_hour_lab_and_the_whole_course():
+    minutes = {name: sum(exercise_checks.EXERCISES[n].minutes for n in numbers)
+               for name, numbers in exercise_checks.SELECTIONS.items()}
+    assert 90 <= minutes["lab"] <= 120 and list(exercise_checks.SELECTIONS["course"]) == EVERY
+    assert exercises.parse_numbers("lab", "--only") == sorted(exercise_checks.SELECTIONS["lab"])
+
+
+def test_docs_hold_what_list_markdown_prints(capsys):
+    exercises.main(["list", "--markdown"])
+    printed = capsys.readouterr().out.strip()
+    with open(os.path.join(ROOT, "docs", "teaching.md"), encoding="utf-8") as f:
+        docs = f.read()
+    block = re.search(r"<!-- python exercises.py list --markdown -->\n(.*?)\n<!-- end -->", docs, re.S)
+    assert block and block.group(1).strip() == printed
+
+
+def test_make_changes_only_the_chosen_bodies_and_ships_no_solution(blank_copy):
     targets = {}
-    for e in exercises.EXERCISES:
+    for e in exercise_checks.EXERCISES.values():
         for path, name in e.targets:
             targets.setdefault(path, {})[name] = e.number
     files = exercises.project_files(ROOT)
-    assert "tests/test_exercises.py" in files and ".ci/run" in files and not any(f.startswith("runs/") for f in files)
+    assert {"tests/test_attention.py", ".ci/run", "docs/teaching.md"} <= set(files)
+    assert any(f.startswith("figures/") and f.endswith(".png") for f in files)
+    assert not any(f.startswith(("runs/", ".git/", "tests/exercise_", "tests/test_exercise")) for f in files)
     assert sorted(exercises.project_files(blank_copy)) == sorted(files)
+    kit_text = ""
     for rel in files:
         with open(os.path.join(ROOT, rel), "rb") as f:
             before = f.read()
         with open(os.path.join(blank_copy, rel), "rb") as f:
             after = f.read()
-        if rel not in targets:
+        if rel == exercises.KIT:
+            kit_text = after.decode()
+        elif rel not in targets:
             assert after == before, rel
-            continue
-        old, new = before.decode(), after.decode()
-        old_defs, new_defs = qualnames(ast.parse(old)), qualnames(ast.parse(new))
-        assert set(old_defs) == set(new_defs), rel
-        old_lines, new_lines = old.split("\n"), new.split("\n")
-        spans = []
-        for name, number in targets[rel].items():
-            func = new_defs[name]
-            assert len(func.body) <= 2 and isinstance(func.body[-1], ast.Raise), f"{rel}: {name}"
-            assert f'NotImplementedError("exercise {number}: ' in new_lines[func.body[-1].lineno - 1]
-            first, last = exercises.body_span(old_defs[name], old_lines)
-            spans.append((first, last))
-            # the signature and docstring stay, line for line
-            new_first = exercises.body_span(func, new_lines)[0]
-            assert old_lines[old_defs[name].lineno - 1:first - 1] == new_lines[func.lineno - 1:new_first - 1], name
-        enclosing = {name.rsplit(".", 1)[0] for name in targets[rel] if "." in name}
-        for name, node in old_defs.items():
-            if name not in targets[rel] and name not in enclosing:  # every other def, byte for byte
-                assert ast.get_source_segment(old, node) == ast.get_source_segment(new, new_defs[name]), name
-        changes = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False).get_opcodes()
-        for tag, i1, i2, _, _ in changes:  # every changed line lies in a blanked body
-            assert tag == "equal" or any(first - 1 <= i1 and i2 <= last for first, last in spans), (rel, i1, i2)
+        else:
+            check_blanked(rel, before.decode(), after.decode(), targets[rel])
+    for rel in targets:  # no line of a solution is left in the copy's kit
+        with open(os.path.join(ROOT, rel)) as f:
+            source = f.read()
+        for name in targets[rel]:
+            body = exercises.body_span(exercises.find_function(ast.parse(source), name), source.split("\n"))
+            for line in source.split("\n")[body[0] - 1:body[1]]:
+                code = line.split("#")[0].strip()
+                assert len(code) < 30 or code not in kit_text, (name, code)
+    marker = json.load(open(os.path.join(blank_copy, exercises.MARKER)))
+    assert marker["exercises"] == EVERY and os.path.isfile(os.path.join(blank_copy, exercises.ANSWERS))
+    assert marker["hidden"] == {str(n): [sum(c.hidden for c in cs), sum(c.points for c in cs if c.hidden)]
+                                for n, cs in exercise_checks.CHECKS.items()}
+
+
+def check_blanked(rel, old, new, numbers):
+    old_defs, new_defs = qualnames(ast.parse(old)), qualnames(ast.parse(new))
+    assert set(old_defs) == set(new_defs), rel
+    old_lines, new_lines = old.split("\n"), new.split("\n")
+    spans = []
+    for name, number in numbers.items():
+        func = new_defs[name]
+        assert len(func.body) <= 2 and isinstance(func.body[-1], ast.Raise), f"{rel}: {name}"
+        assert f'NotImplementedError("exercise {number}: ' in new_lines[func.body[-1].lineno - 1]
+        first, last = exercises.body_span(old_defs[name], old_lines)
+        spans.append((first, last))
+        new_first = exercises.body_span(func, new_lines)[0]  # the signature and docstring stay
+        head = old_lines[old_defs[name].lineno - 1:first - 1]
+        assert head == new_lines[func.lineno - 1:new_first - 1], name
+    enclosing = {name.rsplit(".", 1)[0] for name in numbers if "." in name}
+    for name, node in old_defs.items():
+        if name not in numbers and name not in enclosing:  # every other def, byte for byte
+            assert ast.get_source_segment(old, node) == ast.get_source_segment(new, new_defs[name]), name
+    changes = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False).get_opcodes()
+    for tag, i1, i2, _, _ in changes:
+        assert tag == "equal" or any(first - 1 <= i1 and i2 <= last for first, last in spans), (rel, i1, i2)
+
+
+def test_the_copy_kit_has_no_references_and_no_hidden_checks(blank_copy):
+    with open(os.path.join(ROOT, exercises.KIT)) as f:
+        source = f.read()
+    with open(os.path.join(blank_copy, exercises.KIT)) as f:
+        view = f.read()
+    old, new = qualnames(ast.parse(source)), qualnames(ast.parse(view))
+    hidden = {c.name for cs in exercise_checks.CHECKS.values() for c in cs if c.hidden}
+    references = {n for n, node in old.items() if exercises.decorated(node, "reference") is not None}
+    inside = {n for n in old if n.split(".")[0] in references and "." in n}  # helpers nested in references
+    assert hidden and references and set(new) == set(old) - hidden - inside
+    view_lines, source_lines = view.split("\n"), source.split("\n")
+    for name, node in new.items():
+        if name in references or name.split(".")[0] in references:
+            assert len(node.body) <= 2 and isinstance(node.body[-1], ast.Raise), name
+        else:
+            assert view_lines[node.lineno - 1:node.end_lineno] == \
+                source_lines[old[name].lineno - 1:old[name].end_lineno], name
+    for c in (c for cs in exercise_checks.CHECKS.values() for c in cs if c.hidden):
+        assert c.behaviour not in view, c.behaviour
+    assert exercises.student_view(view) == view  # the child applies it again
 
 
 def test_blank_source_edge_cases():
@@ -114,116 +167,121 @@ def test_blank_source_edge_cases():
               "def g(x):\n    # a comment that gives the answer away\n    y = x\n    return y\n"
               "def k():\n    '''Only a docstring.'''\n"
               "def h(a,\n      b):  # end\n    return a\n\n\n# tail\nZ = 1")
-    targets = [("A.f", "exercise 1: f"), ("g", "exercise 2: g"), ("k", "exercise 3: k"), ("h", "exercise 4: h")]
+    targets = [("A.f", "exercise 1: f"), ("g", "exercise 2: g"), ("k", "exercise 3: k"),
+               ("h", "exercise 4: h")]
     out = exercises.blank_source(source, targets)
     assert "def g(x):\n    return 0\n" in out  # the first g is dead code: Python keeps the later one
     assert not re.search("return [1ya]|the answer", out) and out.endswith("# tail\nZ = 1")
-    assert "    def f(self):\r\n        '''Doc.'''\r\n        raise NotImplementedError(\"exercise 1: f\")\r\n" in out
+    assert "    def f(self):\r\n        '''Doc.'''\r\n" \
+        "        raise NotImplementedError(\"exercise 1: f\")\r\n" in out
     assert "def h(a,\n      b):  # end\n    raise NotImplementedError(\"exercise 4: h\")\n" in out
     namespace = {}
     exec(compile(out, "<blanked>", "exec"), namespace)
-    for call, message in [(lambda: namespace["A"]().f(), "exercise 1: f"), (lambda: namespace["g"](1), "exercise 2: g"),
-                          (lambda: namespace["k"](), "exercise 3: k"), (lambda: namespace["h"](1, 2), "exercise 4: h")]:
+    for call, message in [(lambda: namespace["A"]().f(), "exercise 1: f"),
+                          (lambda: namespace["g"](1), "exercise 2: g"),
+                          (lambda: namespace["k"](), "exercise 3: k"),
+                          (lambda: namespace["h"](1, 2), "exercise 4: h")]:
         with pytest.raises(NotImplementedError, match=message):
             call()
-    with pytest.raises(exercises.UsageError, match="no function A.missing"):
+    with pytest.raises(exercises.cli.UsageError, match="no function A.missing"):
         exercises.blank_source(source, [("A.missing", "x")])
 
 
-def test_blanked_copy_fails_every_check_and_the_project_passes(blank_copy):
-    jobs = [subprocess.Popen([sys.executable, "exercises.py", "check", "all", *extra], cwd=ROOT, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for extra in (["--dir", blank_copy], [])]
-    (blank, _), (project, error) = (job.communicate(timeout=600) for job in jobs)  # the two run side by side
-    assert [job.returncode for job in jobs] == [1, 0], project + error
-    blank_scores, project_scores = scores(blank), scores(project)
-    assert sorted(blank_scores) == sorted(project_scores) == sorted(exercises.BY_NUMBER)
-    for n, (passed, total) in blank_scores.items():
-        assert passed == 0 and total >= 4, f"exercise {n}: {passed}/{total} pass on its blank"
-        assert project_scores[n] == (total, total), f"exercise {n}: {project_scores[n]} on the project"
-    assert "FAIL exercise 4: pre-norm: the attention reads LayerNorm1(x)" in blank
-    assert "not written yet: exercise 4: " in blank
+def outcome(out):
+    return [(m[0], int(m[1]), m[2], int(m[3]), bool(m[4]), m[5]) for m in LINE.findall(out)], \
+        {int(m[0]): tuple(map(int, m[1:])) for m in TOTAL.findall(out)}
 
 
-def test_wrong_solutions_fail_naming_the_behaviour_and_other_solutions_pass(tmp_path):
-    copy = exercises.make(str(tmp_path / "course"), [1, 2, 7, 9, 12], root=ROOT)
-    solve(copy, "attention.py", "scaled_dot_product_attention", """
-        weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # no 1/sqrt(d_k)
-        return F.dropout(weights, dropout, training) @ v, weights
-    """)
-    solve(copy, "evaluate.py", "iou_foreground", """
-        pred, mask = np.asarray(pred, bool), np.asarray(mask, bool)
-        tn = (~pred & ~mask).sum()  # true negatives in the denominator
-        return float((pred & mask).sum() / ((pred | mask).sum() + tn))
-    """)
-    for name, formula in [("iou_from_counts", "tp / (tp + fp + fn)"), ("dice_from_counts", "2 * tp / (2 * tp + fp + fn)")]:
-        solve(copy, "evaluate.py", name, f"return 1.0 if tp + fp + fn == 0 else {formula}")
-    solve(copy, "evaluate.py", "dice_coefficient", "return dice_from_counts(*confusion(pred, mask))")
-    solve(copy, "train.py", "compute_loss", """
-        if isinstance(output, tuple):
-            seg, rec = output
-            if pretext:
-                return F.mse_loss(rec, y)
-            return alpha * F.binary_cross_entropy_with_logits(seg, y) + (1 - alpha) * F.mse_loss(rec, x)
-        if pretext:
-            return F.mse_loss(torch.sigmoid(output), y)
-        bce = F.binary_cross_entropy_with_logits(output, y)
-        return bce + dice_loss(output, y) if loss == "bce_dice" else bce
-    """)
-    solve(copy, "attention.py", "MultiHeadSelfAttention.forward", """
-        B, N, _ = x.shape
-        heads = [p(x).reshape(B, N, self.n_heads, self.head_dim).permute(0, 2, 1, 3)
-                 for p in (self.q_proj, self.k_proj, self.v_proj)]
-        out, weights = scaled_dot_product_attention(*heads, self.dropout, self.training)
-        out = self.out_proj(torch.einsum("bhnd->bnhd", out).flatten(2))
-        return (out, weights) if return_weights else out
-    """)
-    solve(copy, "data.py", "padding_for", """
-        total = (multiple - size % multiple) % multiple
-        return total - total // 2, total // 2
-    """)
-    solve(copy, "data.py", "pad_to_multiple", """
-        out = image
-        for axis in (-2, -1):  # index arithmetic instead of np.pad: d c b a | a b c d, period 2n
-            n = out.shape[axis]
-            before, after = padding_for(n, multiple)
-            index = np.mod(np.arange(-before, n + after), 2 * n)
-            out = np.take(out, np.where(index >= n, 2 * n - 1 - index, index), axis=axis)
-        return out
-    """)
-    result = run(["exercises.py", "check", "all", "--dir", copy], ROOT)
-    got = scores(result.stdout)
-    assert result.returncode == 1 and sorted(got) == sorted(exercises.BY_NUMBER), result.stdout + result.stderr
-    for line in ["FAIL exercise 1: scores are scaled by 1/sqrt(d_k) (Eq. 2.1)",
-                 "FAIL exercise 1: output equals torch's F.scaled_dot_product_attention",
-                 "PASS exercise 1: identical keys give uniform weights",  # a scale does not change uniform weights
-                 "FAIL exercise 9: true negatives do not count",
-                 "PASS exercise 9: IoU_F = TP / (TP + FP + FN) and Dice",
-                 "FAIL exercise 12: Attention Y-Net: alpha * MSE(reconstruction, x) + (1 - alpha) * BCE",
-                 "FAIL exercise 12: Attention Y-Net: alpha = 1 trains only the reconstruction",
-                 "PASS exercise 12: segmentation: BCE on the logits"]:
-        assert line in result.stdout, line
-    for n, (passed, total) in got.items():  # every other exercise is graded on its own and passes
-        assert (passed < total) == (n in (1, 9, 12)), f"exercise {n}: {passed}/{total}"
+def test_blanked_copy_fails_every_check_and_the_project_passes(blank_copy, tmp_path):
+    """And a lab copy, solved but for one wrong IoU, grades only its own exercises against its answers."""
+    lab = exercises.make(str(tmp_path / "lab"), exercises.parse_numbers("lab", "--only"), root=ROOT)
+    for n in exercise_checks.SELECTIONS["lab"]:  # the project's own bodies back in, but one wrong IoU
+        wrong = {"iou_from_counts": "return 1.0 if tp + fp == 0 else tp / (tp + fp + fn)"}
+        fill(lab, n, wrong if n == 9 else {})
+    jobs = [run(["exercises.py", "check"], blank_copy), run(["exercises.py", "check", "all"], lab)]
+    project = grader.grade_folder(ROOT, EVERY)
+    (blank, _), (solved, err) = (job.communicate(timeout=600) for job in jobs)
+    assert [job.returncode for job in jobs] == [1, 1], err
+    assert all(r.passed for r in project) and len(project) == sum(map(len, exercise_checks.CHECKS.values()))
+    lines, totals = outcome(blank)
+    public = {n: [c for c in cs if not c.hidden] for n, cs in exercise_checks.CHECKS.items()}
+    assert len(lines) == sum(map(len, public.values())) and not any(hidden for *_, hidden, _ in lines)
+    assert all(p == "FAIL" and msg.startswith(f"not written yet: exercise {n}: ")
+               for p, n, _, _, _, msg in lines)
+    assert {n: t[0] for n, t in totals.items()} == {n: 0 for n in EVERY}
+    assert "HIDDEN exercise 9: 2 more checks (2 points) run when your instructor grades" in blank
+    lines, totals = outcome(solved)
+    lab = sorted(exercise_checks.SELECTIONS["lab"])
+    assert sorted(totals) == lab and len(lines) == sum(len(public[n]) for n in lab)
+    failed = [(n, behaviour, msg) for p, n, behaviour, _, _, msg in lines if p == "FAIL"]
+    assert failed == [(9, next(c.behaviour for c in public[9] if c.name == "scores_all_missed"),
+                       "counts (0, 0, 7) and (0, 0, 1): IoU_F = [1.0, 1.0], expected [0.0, 0.0]")], solved
+    points = {hidden: sum(c.points for n in lab for c in exercise_checks.CHECKS[n] if c.hidden == hidden)
+              for hidden in (False, True)}
+    missed = next(c.points for c in public[9] if c.name == "scores_all_missed")
+    assert f"total: {points[False] - missed}/{points[False]} points" in solved, solved
+    assert f"(plus {points[True]} points in hidden checks)" in solved
 
 
 def test_a_copy_with_every_exercise_blank_still_builds_its_models(blank_copy):
-    result = run(["train.py", "--summary"], blank_copy)
-    assert result.returncode == 0 and "4,243,553 trainable parameters" in result.stdout, result.stderr
+    code = "import unetr2d, ynetr2d, unet; m = unetr2d.UNETR2D('mini'); ynetr2d.YNETR2D('mini'); " \
+           "unet.AttentionUNet(); print(sum(p.numel() for p in m.parameters()))"
+    out, err = run(["-c", code], blank_copy).communicate(timeout=120)
+    assert out.strip() == "4243553", err
 
 
-def test_make_and_check_refuse_bad_input_with_one_line(tmp_path, capsys):
+def marked(test, number):
+    return any(fnmatch.fnmatchcase(test, p) for p in exercise_checks.EXERCISES[number].tests)
+
+
+def test_the_copys_own_tests_run_per_exercise_and_skip_the_blank_ones(tmp_path):
+    copy = exercises.make(str(tmp_path / "three"), [3], root=ROOT)
+    args = ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-m", "ex3 or ex4", "tests/test_vit.py"]
+    job = run(args, copy)
+    out, err = job.communicate(timeout=300)
+    outcomes = dict(re.findall(r"^(tests/\S+) (PASSED|SKIPPED|FAILED|ERROR)", out, re.M))
+    three = [t for t in outcomes if marked(t, 3)]
+    assert three and set(outcomes) == {t for t in outcomes if marked(t, 3) or marked(t, 4)}, out
+    assert all(outcomes[t] == "SKIPPED" for t in three), out  # exercise 3 is blank
+    assert "PASSED" in outcomes.values() and set(outcomes.values()) == {"PASSED", "SKIPPED"}, out
+    skips = re.findall(r"^SKIPPED \[\d+\] .*", out, re.M)
+    assert len(skips) >= 1 and all("blank exercise 3: Patch embedding" in line for line in skips), out
+
+
+def test_every_exercise_marks_some_of_the_projects_own_tests():
+    for e in exercise_checks.EXERCISES.values():
+        found = []
+        for pattern in e.tests:
+            path, _ = pattern.split("::")
+            with open(os.path.join(ROOT, path)) as f:
+                names = [n.name for n in ast.parse(f.read()).body if isinstance(n, ast.FunctionDef)]
+            found += [name for name in names if fnmatch.fnmatchcase(f"{path}::{name}", pattern.split("[")[0])]
+        assert found, f"exercise {e.number}: its patterns {e.tests} name none of the project's tests"
+
+
+def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
+    (tmp_path / "class" / "alice").mkdir(parents=True)
+    (tmp_path / "class" / "gradebook.csv").write_text("student,exercise,points,of\n")
     inside = os.path.join(ROOT, "course-copy")
     for argv, message in [(["make", str(taken)], "already exists and is not empty"),
                           (["make", inside], "is inside the project"),
                           (["make", str(tmp_path / "new"), "--only", "0,3"], "give exercise numbers from 1"),
-                          (["make", str(tmp_path / "new"), "--only", "two"], "give exercise numbers from 1"),
+                          (["make", str(tmp_path / "new"), "--only", "two"], "a selection (lab, course)"),
                           (["check", "99"], "give exercise numbers from 1"),
-                          (["check", "1", "--dir", str(tmp_path)], "no attention.py there")]:
-        assert exercises.main(argv) == 2, argv
+                          (["check", "1", "--dir", str(tmp_path)], "no attention.py there"),
+                          (["check", "1", "--budget", "0"], "must be at least 0.5"),
+                          (["hint", "13"], "no such exercise"),
+                          (["grade", str(tmp_path / "nowhere")], "no such folder"),
+                          (["grade", str(taken)], "no student folders"),
+                          (["grade", str(tmp_path / "class")], "already exists; pass --force")]:
+        with pytest.raises(SystemExit) as exc:
+            exercises.main(argv)
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert exc.value.code == 2 and err.startswith("error: ") and message in err, err
+        assert err.count("\n") == 1, err
     assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (taken / "notes.txt").read_text() == "mine"
     assert not os.path.exists(inside) and not (tmp_path / "new").exists()
+    assert (tmp_path / "class" / "gradebook.csv").read_text() == "student,exercise,points,of\n"
