@@ -22,9 +22,8 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
 import numpy as np

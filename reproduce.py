@@ -16,7 +16,6 @@ trains seeds 3-9 only; a folder trained with other settings is refused, naming t
 table is printed and written as OUT/table_<id>.md and OUT/table_<id>.json. Numbers are IoU_F mean ± std
 over seeds (the per-slice mean of §4.2; std with ddof 0), parameters, and inference ms per patch.
 """
-import json
 import os
 from dataclasses import dataclass, field
 

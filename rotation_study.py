@@ -23,7 +23,6 @@ docs/rotation-study.md holds the table measured on a real ssTEM stack and what i
 """
 import math
 import os
-import sys
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin

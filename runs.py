@@ -77,7 +77,6 @@ class RunConfig:
         return cls(**{**saved, **tuples, "fit": train.FitConfig(**saved["fit"])})
 
 
-
 # Settings that only say how to run (train.py's flags), not what a run is.
 PROGRAM = ("out", "resume", "eval_only", "summary", "device", "preset")
 MACHINE = ("device", "workers", "threads", "progress")  # what --resume may change
@@ -88,6 +87,9 @@ def make_config(arch="unetr2d", preset=None, device_type="cpu", **given):
     every setting in `given` (train.py's flag names; None: the preset's), then what depends on the
     machine. Settings that do not fit together are refused (a UsageError naming the flag) up front."""
     preset = preset or ("thesis" if given.get("data") else "demo")
+    unknown = set(given) - {f.name for f in fields(RunConfig) + fields(train.FitConfig)}
+    if unknown:
+        raise TypeError(f"make_config: no setting called {', '.join(sorted(unknown))}")
     given = {k: v for k, v in given.items() if v is not None}
     s = {**presets.for_arch(preset, arch), "seed": 0, "amp": False, "compile": False, "progress": False,
          "preprocess": "none", "size": "mini", **given, "arch": arch, "preset": preset}
@@ -158,19 +160,19 @@ def prepare_out(run, out, resume=False):
 # ----------------------------------------------------------------------------------------------
 # Runs: one seed per folder, several seeds, a cell of a table.
 
-def load_slices(run):
-    """The run's slices, preprocessed (App. A) -> ({"train": (x, y), "test": (x, y)}, a line saying what
-    they are). x: (n, H, W) uint8; y: (n, H, W) uint8 in {0, 1}, or None in a pretext run (§3.3)."""
+def load_slices(run, splits=("train", "test")):
+    """The run's slices, preprocessed (App. A) -> ({split: (x, y)}, a line saying what they are).
+    x: (n, H, W) uint8; y: (n, H, W) uint8 in {0, 1}, or None in a pretext run (§3.3)."""
     masks = not run.pretext
     if run.data:
-        parts = {s: data.read_split(run.data, s, masks=masks) for s in ("train", "test")}
+        parts = {s: data.read_split(run.data, s, masks=masks) for s in splits}
         found = {s: (data.warn_notes(p).images, p.masks) for s, p in parts.items()}
         line = f"data: {run.data}, layout {parts['train'].layout}: " + ", ".join(
             f"{s} {len(p.images)} slices of {data.hw(p.images.shape[1:])}" for s, p in parts.items())
     else:
-        side = run.image_side
-        found = {"train": synthetic.synthetic_em(run.train_images, side, side, seed=synthetic.TRAIN_SEED),
-                 "test": synthetic.synthetic_em(run.test_images, side, side, seed=synthetic.TRAIN_SEED + 1)}
+        side, sizes = run.image_side, {"train": run.train_images, "test": run.test_images}
+        seeds = {"train": synthetic.TRAIN_SEED, "test": synthetic.TRAIN_SEED + 1}
+        found = {s: synthetic.synthetic_em(sizes[s], side, side, seed=seeds[s]) for s in splits}
         line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
                 f"slices of {side}x{side}")
     hist = np.asarray(run.target_hist) if run.preprocess == "hist_match" else None
@@ -250,7 +252,7 @@ def evaluate_checkpoint(path, device, data_dir=None, amp=False, threads=None):
     try:
         if threads or run.threads:  # the run's threads: its evaluation's rounding, exactly
             torch.set_num_threads(threads or run.threads)
-        slices, line = load_slices(run)
+        slices, line = load_slices(run, splits=("test",))
         print(line)
         metrics, _ = train.score_test_set(model, run, *slices["test"], device)
     finally:

@@ -6,7 +6,6 @@ import textwrap
 
 import exercise_checks
 import exercises
-import grader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = sorted(exercise_checks.EXERCISES)

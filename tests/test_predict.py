@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 import attention
-import data
 import synthetic
 import evaluate
 import predict
