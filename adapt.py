@@ -357,33 +357,32 @@ def table_cells(opts, only=None):
     """{(row, direction): [IoU_F per seed]} for the rows asked for, in one direction (`only`) or both."""
     source, target, names = domains_of(opts)
     directions = [(source, target), (target, source)]
-    device = cli.pick_device(opts.device)
-    ours = {}
+    device, threads, ours = cli.pick_device(opts.device), torch.get_num_threads(), {}
     every = [r for r in thesis_numbers.TABLE_A1 if r != "damt_net"]
-    for row in every if opts.rows is None else opts.rows:
-        for d, (src, tgt) in enumerate(directions):
-            if only is not None and d != only:
-                continue
-            cells = [os.path.join(opts.out, f"{names[d]}-to-{names[1 - d]}", row, f"seed-{seed}")
-                     for seed in range(opts.repeats)]
-            ours[(row, d)] = [ynet_cell(src, tgt, seed, cell, opts, device) if row == "attention_ynet_hm"
-                              else baseline_cell(row, src, tgt, seed, cell, opts, device)
-                              for seed, cell in enumerate(cells)]
+    try:
+        if opts.light:  # one thread is faster at this size, and two such processes share 2 cores
+            torch.set_num_threads(presets.LIGHT["threads"])
+        for row in every if opts.rows is None else opts.rows:
+            for d, (src, tgt) in enumerate(directions):
+                if only is not None and d != only:
+                    continue
+                cells = [os.path.join(opts.out, f"{names[d]}-to-{names[1 - d]}", row, f"seed-{seed}")
+                         for seed in range(opts.repeats)]
+                ours[(row, d)] = [ynet_cell(src, tgt, seed, cell, opts, device) if row == "attention_ynet_hm"
+                                  else baseline_cell(row, src, tgt, seed, cell, opts, device)
+                                  for seed, cell in enumerate(cells)]
+    finally:
+        torch.set_num_threads(threads)  # a caller in this process keeps its own
     return ours
 
 
 def table(opts):
     """Table A.1 in the thesis's layout, both directions, our mean ± std beside the thesis's."""
-    started, threads = time.perf_counter(), torch.get_num_threads()
+    started = time.perf_counter()
     names = domains_of(opts)[2]  # the built-in domains are written here, once, before any worker starts
-    try:
-        if opts.light:
-            torch.set_num_threads(presets.LIGHT["threads"])  # faster, and two such processes share 2 cores
-        if opts.jobs > 1:
-            run_directions_apart(opts)
-        ours = table_cells(opts)
-    finally:
-        torch.set_num_threads(threads)
+    if opts.jobs > 1:
+        run_directions_apart(opts)
+    ours = table_cells(opts)
     text = format_table(ours, opts, names)
     print(text)
     print(f"\ntable time {cli.clock(time.perf_counter() - started)} (cells finished earlier are reused)")

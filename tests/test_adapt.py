@@ -167,7 +167,7 @@ def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypat
     calls, phase = [], ["parent"]
 
     def cell(row, src, tgt, seed, out, opts, device):
-        calls.append((phase[0], row, os.path.basename(src), opts.light))
+        calls.append((phase[0], row, os.path.basename(src), opts.light, torch.get_num_threads()))
         return 0.5
 
     monkeypatch.setattr(adapt, "ynet_cell", lambda *a: cell("attention_ynet_hm", *a))
@@ -200,6 +200,7 @@ def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypat
     for who, domain in (("child-0", "a"), ("child-1", "b")):
         mine = [c for c in calls if c[0] == who]
         assert {c[1] for c in mine} == rows and {c[2] for c in mine} == {domain} and all(c[3] for c in mine)
+        assert {c[4] for c in mine} == {1}  # every cell of a worker on the light preset's one thread
     assert ("| 2D Attention Y-Net + HM | 0.668 ± 0.020 | 0.704 ± 0.045 | 0.500 | 0.500 |"
             in capsys.readouterr().out)
 
@@ -247,3 +248,18 @@ def test_the_built_in_domains_are_written_once_before_the_workers_start(tmp_path
     adapt.table(adapt.TableOptions(out=str(tmp_path / "t"), jobs=2))
     assert seen == [["a", "b"], ["a", "b"]]
     assert len(os.listdir(tmp_path / "t" / "data" / "a" / "train" / "y")) == 2
+
+
+def test_a_direction_runs_on_the_light_presets_one_thread_wherever_it_runs(tmp_path, monkeypatch):
+    """The worker processes of --jobs 2 start with torch's own thread count; the cells still run on one."""
+    source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
+    seen = []
+    monkeypatch.setattr(adapt, "ynet_cell", lambda *a: seen.append(torch.get_num_threads()) or 0.5)
+    monkeypatch.setattr(adapt, "baseline_cell", lambda *a: seen.append(torch.get_num_threads()) or 0.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        adapt.table_cells(adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t")), only=1)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
