@@ -167,7 +167,7 @@ def load_slices(run, splits=("train", "test")):
     if run.data:
         parts = {s: data.read_split(run.data, s, masks=masks) for s in splits}
         found = {s: (data.warn_notes(p).images, p.masks) for s, p in parts.items()}
-        line = f"data: {run.data}, layout {parts['train'].layout}: " + ", ".join(
+        line = f"data: {run.data}, layout {next(iter(parts.values())).layout}: " + ", ".join(
             f"{s} {len(p.images)} slices of {data.hw(p.images.shape[1:])}" for s, p in parts.items())
     else:
         side, sizes = run.image_side, {"train": run.train_images, "test": run.test_images}

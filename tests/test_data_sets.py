@@ -279,3 +279,21 @@ def test_adapt_takes_source_and_target_as_unzipped(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "layout Train_In, Train_Out, Test_In, Test_Out" in out and "3 training slices, unlabelled" in out
     assert results["test_iou_f"] is not None and 0.0 <= results["test_iou_f"] <= 1.0
+
+
+def test_eval_only_scores_a_checkpoint_on_another_data_set_as_unzipped(tmp_path, capsys):
+    """Table A.1 scores a source-trained network on the target's test split; only that split is read."""
+    import train
+
+    source = write_zip_like(str(tmp_path / "Lucchi++"), n_train=4, n_test=2)
+    target = write_zip_like(str(tmp_path / "Kasthuri++"), n_train=1, n_test=3, border=True)
+    train_in = os.path.join(target, "Train_In")
+    for name in os.listdir(train_in):  # a target whose training images are unreadable is still scored
+        open(os.path.join(train_in, name), "wb").write(b"not an image")
+    train.main(["--arch", "unet", "--filters", "2", "--data", source, "--tile", "16", "--epochs", "1",
+                "--device", "cpu", "--out", str(tmp_path / "run")])
+    capsys.readouterr()
+    metrics = train.main(["--eval-only", str(tmp_path / "run" / "best.pt"), "--data", target, "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "layout Train_In, Train_Out, Test_In, Test_Out" in out and "test 3 slices of 24x32" in out
+    assert "train" not in out.splitlines()[0].split(":", 2)[2] and 0.0 <= metrics["test_iou_f"] <= 1.0
