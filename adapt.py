@@ -282,32 +282,37 @@ class TableOptions:
     drop_last: bool = False   # delete each cell's last.pt once it is finished
 
 
+def scored(out, source, target, score):
+    """A Table A.1 cell's target IoU_F: read from out/target.json once the cell is done, else score() and
+    keep it there."""
+    path = os.path.join(out, "target.json")
+    if os.path.isfile(path):
+        return cli.read_json(path)["test_iou_f"]
+    value = score()
+    cli.write_json({"test_iou_f": value, "source": source, "target": target}, path)
+    return value
+
+
 def baseline_cell(row, source, target, seed, out, opts, device):
     """Train one Table A.1 baseline on the source (a runs.py run), then score it on the target."""
-    score_path = os.path.join(out, "target.json")
-    if os.path.isfile(score_path):
-        return cli.read_json(score_path)["test_iou_f"]
-    arch, size = (("unetr2d", "mini" if opts.light else "base") if row == "unetr2d_base"
-                  else ("attention_unet", None))
-    changes = {"attention_unet_clahe": {"preprocess": "clahe"},
-               "attention_unet_hm": {"preprocess": "hist_match", "match_to": target}}.get(row, {})
-    run = runs.make_config(arch, preset="light" if opts.light else "thesis", data=source, seed=seed,
-                           size=size, device_type=device.type, **changes)
-    runs.train_in(out, run, device, drop_last=opts.drop_last)
-    metrics = runs.evaluate_checkpoint(os.path.join(out, "best.pt"), device, data_dir=target)
-    cli.write_json({"test_iou_f": metrics["test_iou_f"], "source": source, "target": target}, score_path)
-    return metrics["test_iou_f"]
+    def score():
+        arch, size = (("unetr2d", "mini" if opts.light else "base") if row == "unetr2d_base"
+                      else ("attention_unet", None))
+        changes = {"attention_unet_clahe": {"preprocess": "clahe"},
+                   "attention_unet_hm": {"preprocess": "hist_match", "match_to": target}}.get(row, {})
+        run = runs.make_config(arch, preset="light" if opts.light else "thesis", data=source, seed=seed,
+                               size=size, device_type=device.type, **changes)
+        runs.train_in(out, run, device, drop_last=opts.drop_last)
+        return runs.evaluate_checkpoint(os.path.join(out, "best.pt"), device, data_dir=target)["test_iou_f"]
+    return scored(out, source, target, score)
 
 
 def ynet_cell(source, target, seed, out, opts, device):
     """The three-stage Attention Y-Net of App. A from source to target, scored on the target."""
-    score_path = os.path.join(out, "target.json")
-    if os.path.isfile(score_path):
-        return cli.read_json(score_path)["test_iou_f"]
-    cfg = adapt_config(source, target, light=opts.light, seed=seed)
-    metrics = adapt(cfg, device, out, resume=os.path.isdir(out))
-    cli.write_json({"test_iou_f": metrics["test_iou_f"], "source": source, "target": target}, score_path)
-    return metrics["test_iou_f"]
+    def score():
+        cfg = adapt_config(source, target, light=opts.light, seed=seed)
+        return adapt(cfg, device, out, resume=os.path.isdir(out))["test_iou_f"]
+    return scored(out, source, target, score)
 
 
 def direction_in_child(opts, direction, log):
@@ -357,11 +362,10 @@ def table_cells(opts, only=None):
     """{(row, direction): [IoU_F per seed]} for the rows asked for, in one direction (`only`) or both."""
     source, target, names = domains_of(opts)
     directions = [(source, target), (target, source)]
-    device, threads, ours = cli.pick_device(opts.device), torch.get_num_threads(), {}
+    device, ours = cli.pick_device(opts.device), {}
     every = [r for r in thesis_numbers.TABLE_A1 if r != "damt_net"]
-    try:
-        if opts.light:  # one thread is faster at this size, and two such processes share 2 cores
-            torch.set_num_threads(presets.LIGHT["threads"])
+    # light: one thread is faster at this size, and two such processes share 2 cores
+    with cli.torch_threads(presets.LIGHT["threads"] if opts.light else None):
         for row in every if opts.rows is None else opts.rows:
             for d, (src, tgt) in enumerate(directions):
                 if only is not None and d != only:
@@ -371,8 +375,6 @@ def table_cells(opts, only=None):
                 ours[(row, d)] = [ynet_cell(src, tgt, seed, cell, opts, device) if row == "attention_ynet_hm"
                                   else baseline_cell(row, src, tgt, seed, cell, opts, device)
                                   for seed, cell in enumerate(cells)]
-    finally:
-        torch.set_num_threads(threads)  # a caller in this process keeps its own
     return ours
 
 

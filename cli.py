@@ -8,6 +8,7 @@ folder that is not empty) is a `UsageError`, or a subclass such as `data.DataErr
 2, with no traceback, before anything is written. Ctrl-C exits with 130. A warning is one line too.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -95,6 +96,20 @@ def pick_device(name):
     if name == "mps" and not (mps is not None and mps.is_available()):
         raise UsageError("--device mps: Apple's MPS backend is not available; use --device cpu or auto")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def torch_threads(n=None):
+    """torch's CPU thread count set to n for the block (when n is given), the caller's restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        if n:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def refuse_nonempty(folder, flag="--out", hint="choose a new folder"):

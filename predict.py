@@ -310,16 +310,11 @@ def run_command(argv):
     files = [(path, list(degrade.preprocess(pages, run["preprocess"], hist))) for path, pages in files]
     device = cli.pick_device(args.device)
     model = model.to(device)
-    threads = torch.get_num_threads()
-    if run["threads"]:  # the run's CPU threads: its evaluation's rounding, reproduced exactly
-        torch.set_num_threads(run["threads"])
-    try:
+    with cli.torch_threads(run["threads"]):  # the run's CPU threads: its evaluation's rounding, exactly
         if args.attention:
             path, pages = files[0]
             return attention_figures(args, model, device, pages[0], path)
         return segment(args, model, device, files)
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -212,14 +212,9 @@ def train_in(folder, run, device, drop_last=False):
         slices, line = load_slices(run)
         print(line)
         prepare_out(run, folder, resume=started)
-        threads = torch.get_num_threads()
-        try:
-            if run.threads:
-                torch.set_num_threads(run.threads)
+        with cli.torch_threads(run.threads):
             train.train_run(run, slices, device, folder,
                             resume=started and os.path.isfile(f"{folder}/last.pt"))
-        finally:
-            torch.set_num_threads(threads)
         if drop_last and os.path.isfile(os.path.join(folder, "last.pt")):
             os.remove(os.path.join(folder, "last.pt"))
     return cli.read_json(done, "results.json")
@@ -248,15 +243,10 @@ def evaluate_checkpoint(path, device, data_dir=None, amp=False, threads=None):
     model = models.rebuild(ckpt, f"--eval-only {path}").to(device)
     run = RunConfig.from_dict(ckpt["run"])
     run = replace(run, data=data_dir or run.data, fit=replace(run.fit, amp=bool(amp)))
-    caller = torch.get_num_threads()
-    try:
-        if threads or run.threads:  # the run's threads: its evaluation's rounding, exactly
-            torch.set_num_threads(threads or run.threads)
+    with cli.torch_threads(threads or run.threads):  # the run's threads: its evaluation's rounding, exactly
         slices, line = load_slices(run, splits=("test",))
         print(line)
         metrics, _ = train.score_test_set(model, run, *slices["test"], device)
-    finally:
-        torch.set_num_threads(caller)
     params, params_keras = evaluate.count_parameters(model)
     sized = models.ARCHS[run.arch]["sized"]
     return {**metrics, "params": params, "params_with_bn_statistics": params_keras, "checkpoint": path,
@@ -392,8 +382,8 @@ def report(run, results, out):
 
 def train_command(argv):
     """python train.py ...: the settings, the data (refused before any folder exists), the run folder,
-    each seed's run, the report. Restores the caller's torch thread count."""
-    started, threads = time.perf_counter(), torch.get_num_threads()
+    each seed's run, the report. A caller in this process keeps its torch thread count."""
+    started = time.perf_counter()
     try:
         args = parse_args(argv)
         given = {k: v for k, v in vars(args).items() if k not in PROGRAM}
@@ -416,21 +406,19 @@ def train_command(argv):
         out = args.out or os.path.join("runs", f"{run.arch}-{run.size if sized else 'cnn'}-"
                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
         out = distributed.from_rank0(prepare_out, run, out, args.resume)
-        if run.threads:  # docs/speed.md: the demo's small tensors run fastest on one thread
-            torch.set_num_threads(run.threads)
         how = "picked automatically" if args.device == "auto" else "as asked"
         print(f"device: {device} ({how}){distributed.describe(run.fit.batch_size)}")
         thesis = {**presets.THESIS, "filters": models.ARCHS[run.arch]["filters"]}
         changed = presets.differences({**asdict(run), **asdict(run.fit)}, thesis)
         print(f"preset {run.preset}: " + (changed or "the thesis protocol (§4.3.2)"))
-        results = train_seeds(run, slices, device, out, resume=args.resume)
+        with cli.torch_threads(run.threads):  # docs/speed.md: the demo's small tensors run fastest on one
+            results = train_seeds(run, slices, device, out, resume=args.resume)
         if not distributed.is_main():
             return None
         report(run, results, out)
         print(f"total wall time {cli.clock(time.perf_counter() - started)}")
         return results[0] if run.repeats == 1 else results
     finally:
-        torch.set_num_threads(threads)  # as it was for a caller in this process (reproduce.py, tests)
         distributed.leave()
 
 

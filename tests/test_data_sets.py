@@ -293,7 +293,8 @@ def test_eval_only_scores_a_checkpoint_on_another_data_set_as_unzipped(tmp_path,
     train.main(["--arch", "unet", "--filters", "2", "--data", source, "--tile", "16", "--epochs", "1",
                 "--device", "cpu", "--out", str(tmp_path / "run")])
     capsys.readouterr()
-    metrics = train.main(["--eval-only", str(tmp_path / "run" / "best.pt"), "--data", target, "--device", "cpu"])
+    metrics = train.main(["--eval-only", str(tmp_path / "run" / "best.pt"), "--data", target,
+                          "--device", "cpu"])
     out = capsys.readouterr().out
     assert "layout Train_In, Train_Out, Test_In, Test_Out" in out and "test 3 slices of 24x32" in out
     assert "train" not in out.splitlines()[0].split(":", 2)[2] and 0.0 <= metrics["test_iou_f"] <= 1.0

@@ -133,5 +133,6 @@ def test_measured_numbers_carry_a_commit_and_a_date_that_exist():
     if top.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(ROOT):
         pytest.skip("not a git checkout of the project")
     for commit in sorted(stamps):  # a commit that landed, not one of a branch elsewhere
-        known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True)
+        known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT,
+                               capture_output=True)
         assert known.returncode == 0, f"docs cite commit {commit}, which this repository does not hold"
