@@ -15,19 +15,24 @@ transformers only). Per model and variant: latency at batch 1 (evaluate.time_inf
 of train.py), throughput at a large batch, one AdamW training step at batch 6 (the thesis's batch),
 and peak memory of that step: measured on a GPU; on the CPU the tensors the step keeps for backward
 plus weights, gradients and AdamW state, a lower bound. MACs are counted from the layers (`count_macs`).
+bf16 is in the default variants only where it runs at speed (evaluate.bf16_supported).
+
+How close a machine runs to its limit: the same run measures the float32 GEMM peak (`gemm_peak`, a
+large square matrix product on the run's threads) and gives each training row its GFLOP/s and share
+of that peak. A training step is counted as 3 forward passes (forward, and a backward of twice its
+cost: gradients of the inputs and of the weights), 2 FLOPs per MAC, at batch 6.
 """
 import math
 import os
 import platform
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
+import cli  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import numpy as np
 import torch
 import torch.nn as nn
 
 import attention
-import cli
 import evaluate
 import models
 import thesis_numbers
@@ -102,6 +107,20 @@ def training_memory_lower_bound(model, x, step_loss):
 
 # ---------------------------------------------------------------- timing
 
+def gemm_peak(device, side=2048, repeats=5):
+    """The float32 GEMM rate of `device` on torch's current threads, GFLOP/s: the best of `repeats`
+    products of two side x side matrices (2 side^3 FLOPs each), after one warm-up product."""
+    a, b = torch.rand(side, side, device=device), torch.rand(side, side, device=device)
+    best = math.inf
+    for i in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - start) if i else best
+    return 2 * side ** 3 / best / 1e9
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -137,7 +156,7 @@ def bench_one(name, arch, size, filters, options, device, big_batch, quick):
     cuda = device.type == "cuda"
     amp = "bf16" in options
     model, net = build(arch, size, filters, options, device)
-    params = evaluate.count_parameters(model)[0]
+    params = models.count_parameters(model)[0]
     macs = count_macs(model)
 
     def step_loss(module, x):
@@ -183,13 +202,14 @@ def bench_one(name, arch, size, filters, options, device, big_batch, quick):
             "speedup_vs_thesis": thesis_mean / ms if thesis_mean else None,
             "throughput_patches_per_s": big_batch * 1000 / batch_ms, "throughput_batch": big_batch,
             "train_step_ms": step_ms, "train_step_std_ms": step_std, "train_batch": 6,
+            "train_gflops": 3 * 2 * macs * 6 / (step_ms / 1000) / 1e9,
             "memory_mb": memory / 2**20, "memory_kind": memory_kind}
 
 
 # ---------------------------------------------------------------- report
 
 HEADER = ("| model | F | variant | params | GMACs | ms, batch 1 | thesis ms (RTX 3090) | x thesis | "
-          "patches/s, batch {big} | train step ms, batch 6 | {memory} MB |")
+          "patches/s, batch {big} | train step ms, batch 6 | train GFLOP/s | % of GEMM peak | {memory} MB |")
 
 
 def markdown_row(r):
@@ -197,8 +217,8 @@ def markdown_row(r):
     return (f"| {r['model']} | {r['filters']} | {r['variant']} | {r['params'] / 1e6:.3f}M | "
             f"{r['gmacs_per_patch']:.2f} | {r['latency_ms']:.2f} ± {r['latency_std_ms']:.2f} | "
             f"{r['thesis_ms'] or '-'} | {speedup} | {r['throughput_patches_per_s']:.1f} | "
-            f"{r['train_step_ms']:.0f} ± {r['train_step_std_ms']:.0f} | "
-            f"{r['memory_mb']:.0f} |")
+            f"{r['train_step_ms']:.0f} ± {r['train_step_std_ms']:.0f} | {r['train_gflops']:.1f} | "
+            f"{100 * r['train_share_of_peak']:.0f}% | {r['memory_mb']:.0f} |")
 
 
 def machine(device):
@@ -222,6 +242,14 @@ def parse_variants(text):
                                  f"{', '.join(OPTIONS)}")
         variants.append(options)
     return variants
+
+
+def default_variants(device):
+    """DEFAULT_VARIANTS of the device's kind, without bf16 where it would crawl (evaluate.bf16_supported)."""
+    variants = parse_variants(DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"])
+    if evaluate.bf16_supported(device):
+        return variants
+    return list(dict.fromkeys(tuple(o for o in v if o != "bf16") for v in variants))
 
 
 def parse_args(argv):
@@ -253,16 +281,25 @@ def main(argv=None):
 def run_command(argv):
     a = parse_args(argv)
     device = cli.pick_device(a.device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    variants = parse_variants(a.variants) if a.variants else default_variants(device)
+    if any("bf16" in v for v in variants):
+        evaluate.check_amp(True, device, flag="--variants bf16")
     names = a.models.split(",") if a.models else (QUICK_MODELS if a.quick else [m[0] for m in MODELS])
+    with cli.torch_threads(a.threads):
+        return bench_all(names, variants, device, a.batch or (64 if device.type == "cuda" else 8), a.quick,
+                         a.json)
+
+
+def bench_all(names, variants, device, big, quick, path):
+    """Every model of `names` in every variant: a markdown row each as it is measured, all of them in
+    the JSON file `path` (rewritten after every row: an interrupted run keeps its rows)."""
     known = {m[0]: m for m in MODELS}
-    variants = parse_variants(a.variants or DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"])
-    big = a.batch or (64 if device.type == "cuda" else 8)
     info = {"device": str(device), "machine": machine(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "gemm_peak_gflops": gemm_peak(device)}
     print(f"on {info['machine']}, torch {info['torch']}; thesis: RTX 3090, TensorFlow 2.9 (Tables 5.2, 5.4)")
+    print(f"float32 GEMM peak of this machine on {info['threads']} thread(s): "
+          f"{info['gemm_peak_gflops']:.0f} GFLOP/s (2048x2048 matrices, best of 5)")
     print(HEADER.format(big=big, memory="peak" if device.type == "cuda" else "train memory (lower bound)"))
     print("|" + "---|" * HEADER.count(" |"))
     rows = []
@@ -275,11 +312,11 @@ def run_command(argv):
             if options in done:
                 continue
             done.add(options)
-            rows.append(bench_one(name, arch, size, filters, options, device, big, a.quick))
+            row = bench_one(name, arch, size, filters, options, device, big, quick)
+            rows.append({**row, "train_share_of_peak": row["train_gflops"] / info["gemm_peak_gflops"]})
             print(markdown_row(rows[-1]), flush=True)
-            # after every row: an interrupted run keeps its rows
-            cli.write_json({**info, "rows": rows}, a.json)
-    print(f"wrote {a.json}")
+            cli.write_json({**info, "rows": rows}, path)
+    print(f"wrote {path}")
     return rows
 
 

@@ -6,6 +6,10 @@ all of them. A user's mistake (a bad flag value, a missing folder, an unreadable
 folder that is not empty) is a `UsageError`, or a subclass such as `data.DataError` and
 `models.CheckpointError`; `main` prints it as one line on stderr, `error: ...`, and exits with code
 2, with no traceback, before anything is written. Ctrl-C exits with 130. A warning is one line too.
+
+Importing this module sets OMP_WAIT_POLICY=PASSIVE unless the user set it: idle CPU threads sleep
+instead of spinning, which made a step 4-6x slower on a busy 2-core machine (docs/speed.md). OpenMP
+reads it once, when torch loads it, so every program imports cli before torch.
 """
 import argparse
 import contextlib
@@ -14,6 +18,10 @@ import math
 import os
 import sys
 import warnings
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class UsageError(Exception):
@@ -72,7 +80,7 @@ def fraction(text):
     return value
 
 
-def weight(text):
+def unit_interval(text):
     """An argparse type: a float in [0, 1] (a loss weight, a momentum)."""
     value = at_least(float, 0.0)(text)
     if value > 1:
@@ -147,6 +155,14 @@ def read_json(path, what="file"):
     except ValueError:
         raise UsageError(f"{path}: this {what} is not valid JSON; the file is damaged or was "
                          "edited") from None
+
+
+def mean_std(values, digits=3):
+    """'0.836 ± 0.004' over repeated runs (std with ddof 0), '0.836' for one run, '—' for none (§5)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return "—"
+    return f"{v.mean():.{digits}f}" + (f" ± {v.std():.{digits}f}" if v.size > 1 else "")
 
 
 def clock(seconds):

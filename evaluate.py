@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+import cli
 import stitch
 
 # ---------------------------------------------------------------- metrics, Eq. 4.1-4.2 (§4.2.1)
@@ -67,6 +68,22 @@ def autocast(amp, device):
     """bf16 autocast on CUDA or the CPU when `amp` is set; a no-op context otherwise (and on MPS)."""
     on = bool(amp) and device.type in ("cuda", "cpu")
     return torch.autocast(device_type=device.type if on else "cpu", dtype=torch.bfloat16, enabled=on)
+
+
+def bf16_supported(device):
+    """Whether bf16 runs at speed on `device`: a CUDA GPU with bf16, or a CPU with AVX-512 (oneDNN's bf16
+    kernels). On an AVX2-only CPU, as most laptops, bf16 is emulated and a step is ~100x slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() \
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_amp(amp, device, flag="--amp"):
+    """Refuse bf16 autocast where it would crawl (a UsageError naming the reason and the fix)."""
+    if amp and device.type == "cpu" and not bf16_supported(device):
+        raise cli.UsageError(f"{flag}: this CPU has no bf16 support (no AVX-512), where bf16 autocast runs "
+                             "about 100x slower than float32; drop the flag (float32 is the default)")
 
 
 def model_window(model):
@@ -121,13 +138,6 @@ def inference_numbers(model, side, device, amp=False):
     """Inference time per side x side patch as results.json keeps it (Tables 5.2/5.4 use 256x256)."""
     mean, std = time_inference(model, device, side=side, amp=amp)
     return {"inference_ms_per_patch": mean, "inference_ms_std": std, "inference_patch": side}
-
-
-def count_parameters(model):
-    """(trainable parameters, trainable + BatchNorm running statistics as Keras counted them)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    running = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
-    return trainable, trainable + running
 
 
 # ---------------------------------------------------------------- pictures (Pillow only)

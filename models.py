@@ -3,21 +3,18 @@
 Thesis: Tables 5.1-5.4 (U-Net, Attention U-Net, UNETR-2D, YNETR-2D and their sizes), App. A (the
 Attention Y-Net), §3.3 (starting from another run's weights: `load_matching`).
 
-A checkpoint is a dict of plain data: "model" (the state_dict), "config" (arch, size, filters and
-model_kwargs: enough to build the network again), "run" (the run's settings, train.RunConfig) and, in last.pt,
-"state" (optimiser, schedule and random states for --resume). It is read with
-torch.load(weights_only=True), so a file from elsewhere can hold only tensors, numbers, strings,
-lists and dicts, never code.
+A checkpoint is a dict of plain data: "model" (the state_dict), "config" (arch, size, filters
+and model_kwargs, `network_config`: enough to build the network again), "run" (the run's settings,
+presets.RunConfig) and, in last.pt, "state" (optimiser, schedule and random states for --resume). It
+is read with torch.load(weights_only=True), so a file from elsewhere can hold only tensors, numbers,
+strings, lists and dicts, never code.
 """
-import inspect
 import os
 import pickle
 
 import torch
 
 import cli
-import evaluate
-import thesis_numbers
 import unet
 import unetr2d
 import ynetr2d
@@ -27,16 +24,22 @@ class CheckpointError(cli.UsageError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit: one line, exit code 2."""
 
 
-# A literal table instead of a registry. `filters` = the thesis's best initial filters
-# (16 for the U-Net family [34]; 32 for UNETR-2D/YNETR-2D, Table 5.2; 32 for the Attention Y-Net, App. A).
-
+# A literal table instead of a registry. `filters`: the thesis's best initial filters, the one place they
+# are written (16 for the U-Net family [34]; 32 for UNETR-2D/YNETR-2D, Table 5.2; 32 for the Attention
+# Y-Net, App. A). `sized`: a transformer, built in a Table 5.3 size for a fixed input side. `knobs`: the
+# model settings of train.py its constructor takes (Table 5.1's components, App. B).
+CNN_KNOBS = ("batch_norm", "dropout", "activation", "init")
 ARCHS = {
-    "unet": {"cls": unet.UNet, "filters": 16, "sized": False},
-    "attention_unet": {"cls": unet.AttentionUNet, "filters": 16, "sized": False},
-    "unetr2d": {"cls": unetr2d.UNETR2D, "filters": 32, "sized": True},
-    "ynetr2d": {"cls": ynetr2d.YNETR2D, "filters": 32, "sized": True},
-    "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False},
+    "unet": {"cls": unet.UNet, "filters": 16, "sized": False, "knobs": CNN_KNOBS + ("attention_gates",)},
+    "attention_unet": {"cls": unet.AttentionUNet, "filters": 16, "sized": False,
+                       "knobs": CNN_KNOBS + ("attention_gates",)},
+    "unetr2d": {"cls": unetr2d.UNETR2D, "filters": 32, "sized": True,
+                "knobs": CNN_KNOBS + ("fused_attention",)},
+    "ynetr2d": {"cls": ynetr2d.YNETR2D, "filters": 32, "sized": True,
+                "knobs": CNN_KNOBS + ("fused_attention",)},
+    "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False, "knobs": CNN_KNOBS},
 }
+
 
 def build_model(arch, size="mini", filters=None, **kw):
     """The network `arch` with the thesis's best settings, overridden by keyword arguments."""
@@ -58,20 +61,11 @@ def model_kwargs(arch, tile=256, **knobs):
     """
     kw = {k: v for k, v in knobs.items() if v is not None}
     for key in kw:
-        if not accepts(arch, key):
+        if key not in ARCHS[arch]["knobs"]:
             raise cli.UsageError(f"--{key.replace('_', '-')} does not apply to --arch {arch}; drop the flag")
     if ARCHS[arch]["sized"]:
         kw["img_size"] = tile
     return kw
-
-
-def accepts(arch, name):
-    """Whether `arch`'s constructor takes the keyword `name`."""
-    cls = ARCHS[arch]["cls"]
-    accepted = set(inspect.signature(cls).parameters)
-    if "kwargs" in accepted:  # AttentionUNet(**kwargs) passes everything on to UNet
-        accepted |= set(inspect.signature(cls.__mro__[1]).parameters)
-    return name in accepted
 
 
 def display_name(arch, size, filters):
@@ -79,12 +73,23 @@ def display_name(arch, size, filters):
     return f"{arch} {size} F={filters}" if ARCHS[arch]["sized"] else f"{arch} F={filters}"
 
 
-def summary(arch, size, filters, kwargs):
-    """Lines: the parameter count at the thesis's 256x256 input, beside Table 5.2/5.4's."""
+def network_config(arch, size, filters, model_kwargs):
+    """What a checkpoint records about its network: enough for `rebuild` to build it again."""
+    return {"arch": arch, "size": size, "filters": filters, "model_kwargs": model_kwargs}
+
+
+def count_parameters(model):
+    """(trainable parameters, trainable + BatchNorm running statistics as Keras counted them)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    running = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    return trainable, trainable + running
+
+
+def summary(arch, size, filters, kwargs, thesis=None):
+    """Lines: the parameter count at the thesis's 256x256 input, beside `thesis` (millions, Table 5.2/5.4)."""
     model = build_model(arch, size, filters,
                         **({**kwargs, "img_size": 256} if ARCHS[arch]["sized"] else kwargs))
-    params, keras = evaluate.count_parameters(model)
-    thesis = thesis_numbers.params(arch, size if ARCHS[arch]["sized"] else None, filters)
+    params, keras = count_parameters(model)
     lines = [f"{display_name(arch, size, filters)}: {params:,} trainable parameters "
              f"({keras:,} with BatchNorm running statistics)"]
     if thesis:
@@ -112,8 +117,8 @@ def save_atomic(obj, path):
     os.replace(tmp, path)
 
 
-CONFIG_KEYS = ("arch", "size", "filters", "model_kwargs")
-# What prediction needs of the run that wrote a checkpoint (train.RunConfig has them all).
+CONFIG_KEYS = ("arch", "size", "filters", "model_kwargs")  # network_config's
+# What prediction needs of the run that wrote a checkpoint (presets.RunConfig has them all).
 RUN_KEYS = ("preprocess", "target_hist", "threads", "channels_last")
 
 
@@ -175,15 +180,37 @@ def load_checkpoint(path, flag, keys=("model", "config", "run")):
     return ckpt
 
 
-def load_matching(model, path):
-    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match.
+def matching_tensors(model, path, network):
+    """The tensors of checkpoint `path` whose name and shape fit `model` -> (source state, names that fit).
+
+    A checkpoint that fits nothing of `model` (another network, an empty state) is refused: a
+    CheckpointError naming both networks (`network` is ours, in words), so that a run never trains from
+    scratch by mistake. "Nothing" is under 1% of the model's weights: between two of this project's
+    networks the 1-element bias of the output head always shares its name and shape.
+    """
+    ckpt = load_checkpoint(path, "--init-from", keys=("model",))
+    source, own = ckpt["model"], model.state_dict()
+    fits = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
+    total = sum(v.numel() for k, v in own.items() if v.is_floating_point())
+    if sum(own[k].numel() for k in fits if own[k].is_floating_point()) < 0.01 * total:
+        cfg = ckpt.get("config")
+        theirs = ("a " + display_name(cfg["arch"], cfg["size"], cfg["filters"])
+                  if isinstance(cfg, dict) and cfg.get("arch") in ARCHS and {"size", "filters"} <= set(cfg)
+                  else f"{len(source)} tensors of no network this project builds")
+        raise CheckpointError(f"--init-from {path}: nothing of it fits the {network} being trained (the "
+                              f"checkpoint holds {theirs}; {len(fits)} of its {len(source)} tensors fit); "
+                              "start from a checkpoint of the same network")
+    return source, fits
+
+
+def load_matching(model, path, network):
+    """Start from a checkpoint (§3.3): copy every tensor whose name and shape match (`matching_tensors`).
 
     Returns (loaded, fresh): the names copied and the names left as initialised (a different
     output head, another input size's position embedding, a layer the source lacks).
     """
-    source = load_checkpoint(path, "--init-from", keys=("model",))["model"]
+    source, loaded = matching_tensors(model, path, network)
     own = model.state_dict()
-    loaded = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
     own.update({k: source[k] for k in loaded})
     model.load_state_dict(own)
     return loaded, [k for k in own if k not in loaded]

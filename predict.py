@@ -19,16 +19,16 @@ import math
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
+import cli  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-import cli
 import data
 import degrade
 import evaluate
 import models
+import presets
 
 
 # ---------------------------------------------------------------- reading and writing slices
@@ -115,38 +115,40 @@ def read_masks(path, files, input_path):
     return masks
 
 
-def segment(args, model, device, files):
-    """Predict every slice, then write masks, probability maps, overlays and metrics.json."""
+def segment(model, device, files, *, out, masks=None, threshold=0.5, probabilities=False, overlays=3,
+            overwrite=False, amp=False, checkpoint=None):
+    """Predict every slice of `files` ((path, pages) as data.read_files gives them), then write masks,
+    probability maps, overlays and, with ground-truth `masks`, metrics.json -> the probabilities (and
+    the metrics)."""
     from tqdm import tqdm
 
-    masks = read_masks(args.masks, files, args.input) if args.masks else None
-    plan = output_paths(args.out, files, args.probabilities, args.overlays)
+    plan = output_paths(out, files, probabilities, overlays)
     targets = [p for e in plan for p in [e["mask"], e["prob"], *e["overlays"]] if p]
-    if args.masks:
-        targets.append(os.path.join(args.out, "metrics.json"))
+    if masks is not None:
+        targets.append(os.path.join(out, "metrics.json"))
     existing = [p for p in targets if os.path.exists(p)]
-    if existing and not args.overwrite:
+    if existing and not overwrite:
         raise cli.UsageError(f"{existing[0]} already exists ({len(existing)} output file(s) would be "
                              "replaced); choose another --out or add --overwrite")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     slices = [(entry, page) for entry, (_, pages) in zip(plan, files) for page in pages]
     bar = tqdm(slices, desc="slices", unit="slice", file=sys.stderr)
-    probs = [evaluate.predict_slice(model, page, device, amp=args.amp) for _, page in bar]  # (H, W) float32
+    probs = [evaluate.predict_slice(model, page, device, amp=amp) for _, page in bar]  # (H, W) float32
     k = 0
     for entry, (_, pages) in zip(plan, files):
         mine = probs[k:k + len(pages)]
         # §4.2.1: a pixel is a mitochondrion when its probability exceeds the threshold
-        save_pages([(p > args.threshold).astype(np.uint8) * 255 for p in mine], entry["mask"])
+        save_pages([(p > threshold).astype(np.uint8) * 255 for p in mine], entry["mask"])
         if entry["prob"]:
             save_pages([np.round(p * 255).astype(np.uint8) for p in mine], entry["prob"])
         for j, path in enumerate(entry["overlays"]):
             truth = masks[k + j] if masks is not None else None
-            evaluate.save_overlay(pages[j], mine[j], truth, path, args.threshold)
+            evaluate.save_overlay(pages[j], mine[j], truth, path, threshold)
         k += len(pages)
-    print(f"wrote {len(targets) - bool(args.masks)} file(s) for {len(probs)} slice(s) to {args.out}")
+    print(f"wrote {len(targets) - (masks is not None)} file(s) for {len(probs)} slice(s) to {out}")
     if masks is None:
         return {"probabilities": probs}
-    metrics = evaluate.evaluate_stack(probs, masks, args.threshold)
+    metrics = evaluate.evaluate_stack(probs, masks, threshold)
     names = [e["input"] if e["pages"] == 1 else f"{e['input']} (page {j + 1})"
              for e in plan for j in range(e["pages"])]
     for name, s in zip(names, metrics["per_slice"]):
@@ -154,8 +156,8 @@ def segment(args, model, device, files):
         print(f"{name}: IoU_F {s['iou_f']:.4f}  Dice {s['dice']:.4f}")
     print(f"per-slice mean IoU_F {metrics['test_iou_f']:.4f} (pooled {metrics['test_iou_f_global']:.4f}), "
           f"Dice {metrics['test_dice']:.4f} (pooled {metrics['test_dice_global']:.4f})")
-    cli.write_json({**metrics, "checkpoint": args.checkpoint, "threshold": args.threshold},
-                   os.path.join(args.out, "metrics.json"))
+    cli.write_json({**metrics, "checkpoint": checkpoint, "threshold": threshold},
+                   os.path.join(out, "metrics.json"))
     return {"probabilities": probs, **metrics}
 
 
@@ -213,27 +215,28 @@ def cut_window(image, centre, side):
     return padded[top:top + side, left:left + side], (top - off_y, left - off_x)
 
 
-def attention_figures(args, model, device, image, name):
-    """Per-layer grids of every head's attention for one query patch, and the rollout (PNG files)."""
+def attention_figures(model, device, image, name, *, out, window_at=None, query_patch=None, overwrite=False):
+    """Per-layer grids of every head's attention for one query patch, and the rollout (PNG files in `out`).
+    window_at: (y, x) centre of the window (default: the image centre); query_patch: (i, j) (the grid's)."""
     encoder = getattr(model, "encoder", None)
     if not hasattr(encoder, "attention_maps"):
-        raise cli.UsageError(f"--attention: {args.checkpoint} holds a CNN; attention maps need a UNETR-2D or "
+        raise cli.UsageError("--attention: the checkpoint holds a CNN; attention maps need a UNETR-2D or "
                              "YNETR-2D checkpoint")
     side, patch = model.img_size, model.patch_size
     grid = side // patch
-    centre = args.window_at or (image.shape[0] // 2, image.shape[1] // 2)
-    query = args.query_patch or (grid // 2, grid // 2)
+    centre = window_at or (image.shape[0] // 2, image.shape[1] // 2)
+    query = query_patch or (grid // 2, grid // 2)
     if not all(0 <= q < grid for q in query):
         raise cli.UsageError(f"--query-patch {query[0]},{query[1]}: outside the {grid}x{grid} patch grid; "
                              f"use I,J in 0..{grid - 1}")
     window, (top, left) = cut_window(image, centre, side)  # (T, T) uint8
     stem = os.path.splitext(os.path.basename(name))[0]
-    paths = [os.path.join(args.out, f"{stem}_attention_layer{l + 1}.png") for l in range(len(encoder.blocks))]
-    paths.append(os.path.join(args.out, f"{stem}_attention_rollout.png"))
+    paths = [os.path.join(out, f"{stem}_attention_layer{l + 1}.png") for l in range(len(encoder.blocks))]
+    paths.append(os.path.join(out, f"{stem}_attention_rollout.png"))
     existing = [p for p in paths if os.path.exists(p)]
-    if existing and not args.overwrite:
+    if existing and not overwrite:
         raise cli.UsageError(f"{existing[0]} already exists; choose another --out or add --overwrite")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     model.eval()
     x = torch.from_numpy(window.astype(np.float32) / 255.0)[None, None].to(device)  # (1, 1, T, T)
     maps = [m.float().cpu() for m in encoder.attention_maps(x)]  # L x (1, h, N, N)
@@ -255,7 +258,7 @@ def attention_figures(args, model, device, image, name):
     heat_over(window, rollout[0, q].reshape(grid, grid).numpy(), query, patch).save(paths[-1])
     print(f"attention of patch {query[0]},{query[1]} in the {side}x{side} window at rows "
           f"{top}-{top + side - 1}, columns {left}-{left + side - 1} of {name}: {len(maps)} layer grids and "
-          f"the rollout in {args.out}")
+          f"the rollout in {out}")
     return {"maps": maps, "rollout": rollout, "window": window, "paths": paths}
 
 
@@ -275,7 +278,8 @@ def parse_args(argv):
     p.add_argument("checkpoint", help="a best.pt or last.pt written by train.py")
     p.add_argument("input", help="one PNG/TIFF slice, a multi-page TIFF stack, or a folder of them")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--threshold", type=cli.weight, default=0.5, help="probability above which a pixel is "
+    p.add_argument("--threshold", type=cli.unit_interval, default=0.5,
+                   help="probability above which a pixel is "
                    "foreground (§4.2.1: 0.5)")
     p.add_argument("--probabilities", action="store_true", help="also write 8-bit probability maps")
     p.add_argument("--masks", help="ground-truth masks (file or folder) to score IoU_F and Dice against")
@@ -284,6 +288,8 @@ def parse_args(argv):
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU with bf16 units)")
+    p.add_argument("--threads", type=cli.at_least(int), help="CPU threads for torch (default: the training "
+                   "run's, whose evaluation this then reproduces bit for bit)")
     a = p.add_argument_group("attention maps (UNETR-2D / YNETR-2D)")
     a.add_argument("--attention", action="store_true", help="draw every head's attention and the rollout")
     a.add_argument("--window-at", type=pair, metavar="Y,X",
@@ -297,24 +303,50 @@ def main(argv=None):
     return cli.main(run_command, argv)
 
 
+def load_model(path, flag="checkpoint"):
+    """(the model a best.pt/last.pt describes, with its weights; the RunConfig of the run that wrote it)."""
+    ckpt = models.load_checkpoint(path, flag)
+    return models.rebuild(ckpt, f"{flag} {path}"), presets.RunConfig.from_dict(ckpt["run"])
+
+
+def prepared(run, pages):
+    """New slices as the run prepared its own: its App. A preprocessing (CLAHE, or histogram matching to
+    its target's mean histogram) -> list of (H, W) uint8."""
+    hist = np.asarray(run.target_hist) if run.preprocess == "hist_match" else None
+    return list(degrade.preprocess(pages, run.preprocess, hist))
+
+
+def score_checkpoint(path, data_dir, device, amp=False):
+    """IoU_F and Dice of a checkpoint on the test split of `data_dir`, its slices prepared as the run
+    prepared its own, on the run's thread count (Table A.1 scores a source-trained network on the
+    target so; `python predict.py CHECKPOINT DIR --masks DIR` does the same and writes the masks)."""
+    model, run = load_model(path)
+    part = data.warn_notes(data.read_split(data_dir, "test", masks=True))
+    with cli.torch_threads(run.threads):  # the run's threads: its evaluation's rounding, exactly
+        probs = evaluate.predict_slices(model.to(device), prepared(run, part.images), device, amp=amp)
+    return evaluate.evaluate_stack(probs, part.masks)
+
+
 def run_command(argv):
     """Segment (or draw attention for) the input with the checkpoint's model."""
     args = parse_args(argv)
-    ckpt = models.load_checkpoint(args.checkpoint, "checkpoint")
-    model = models.rebuild(ckpt, f"checkpoint {args.checkpoint}")
+    model, run = load_model(args.checkpoint)
     if not os.path.exists(args.input):
         raise cli.UsageError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
     files = data.read_files(input_paths(args.input))
-    run = ckpt["run"]  # the run's --preprocess (App. A) applies to new slices too
-    hist = np.asarray(run["target_hist"]) if run["preprocess"] == "hist_match" else None
-    files = [(path, list(degrade.preprocess(pages, run["preprocess"], hist))) for path, pages in files]
+    masks = read_masks(args.masks, files, args.input) if args.masks else None
+    files = [(path, prepared(run, pages)) for path, pages in files]  # the run's App. A preprocessing
     device = cli.pick_device(args.device)
+    evaluate.check_amp(args.amp, device)
     model = model.to(device)
-    with cli.torch_threads(run["threads"]):  # the run's CPU threads: its evaluation's rounding, exactly
+    with cli.torch_threads(args.threads or run.threads):  # the run's threads: its evaluation's rounding
         if args.attention:
             path, pages = files[0]
-            return attention_figures(args, model, device, pages[0], path)
-        return segment(args, model, device, files)
+            return attention_figures(model, device, pages[0], path, out=args.out, window_at=args.window_at,
+                                     query_patch=args.query_patch, overwrite=args.overwrite)
+        return segment(model, device, files, out=args.out, masks=masks, threshold=args.threshold,
+                       probabilities=args.probabilities, overlays=args.overlays, overwrite=args.overwrite,
+                       amp=args.amp, checkpoint=args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,111 @@
-"""Every run setting of the project in one place: the thesis's protocol, and the lighter presets.
+"""Every setting of a training run in one place: the thesis's protocol, the lighter presets, and the
+frozen configs that a run is made of.
 
 Thesis: §4.3.1-4.3.2 (data processing and training setup), App. B Table 2 (the best assignment of the
-hyperparameter search), App. A "Multi-task neural networks" (the domain-adaptation run).
+hyperparameter search), Tables 5.1-5.4 (each network's best settings), App. A "Multi-task neural
+networks" (the domain-adaptation run).
 
-A preset is a whole dict of settings. `THESIS` is the protocol, a comment per value citing where the
-thesis states it; each other preset is `{**THESIS, ...}` naming only what it changes, each change with
-its one-line reason. train.py runs `THESIS` with `--data` and `DEMO` without (`--preset` picks any of
-them); reproduce.py's `--quick` tables run `QUICK`; Table A.1 on the built-in domains runs `LIGHT`
-(baselines, through train.py) and `ADAPT_LIGHT` (the Attention Y-Net, through adapt.py).
-The measurements behind the lighter presets are in docs/speed.md and docs/domain-adaptation.md.
+A preset is a whole dict of settings. `THESIS` is the protocol and the only place a default is written,
+a comment per value citing where the thesis states it (or saying that the thesis has no such setting);
+each other preset is `{**THESIS, ...}` naming only what it changes, each change with its one-line reason.
+`make_config` turns a preset and the settings asked for into one frozen `RunConfig` (holding the loop's
+`FitConfig`), refusing settings that do not fit together before anything is read or written. It reads
+no files: what the data decide (App. A's target histogram, a 16-bit data set's intensity map) is filled
+in where the data are loaded (train.load_slices). train.py runs `THESIS` with `--data` and `DEMO`
+without (`--preset` picks any); reproduce.py's `--quick` tables run `QUICK`; Table A.1 on the built-in
+domains runs `LIGHT` and `ADAPT_LIGHT`. The measurements behind the lighter presets: docs/speed.md and
+docs/domain-adaptation.md.
 """
+from dataclasses import dataclass, fields
+
+import torch
+
+import cli
+import degrade
+import models
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The loop's settings (train.fit; §4.3.2, App. B). Defaults: THESIS."""
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: str             # adamw | adam | sgd
+    scheduler: str             # cosine | onecycle | plateau | none
+    patience: int              # early stopping on the validation loss; None: never
+    loss: str                  # bce | bce_dice
+    alpha: float               # App. A Eq. 1: weight of the Attention Y-Net's reconstruction term
+    pretext: bool              # a denoising pretext (§3.3): MSE loss, no IoU
+    seed: int                  # the data order of every epoch is drawn from (seed, epoch)
+    amp: bool                  # bf16 autocast
+    compile: bool              # torch.compile the training module
+    workers: int               # DataLoader worker processes
+    progress: bool             # the per-epoch bar even off a terminal
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: the network, its data and the loop. Kept as run.json and in every checkpoint,
+    so that --resume and predict.py rebuild the run from its folder alone. Defaults: THESIS."""
+    arch: str
+    size: str                  # Table 5.3, for UNETR-2D / YNETR-2D
+    filters: int               # F
+    fit: FitConfig
+    data: str                  # a data-set folder; None: the built-in synthetic set (synthetic.py)
+    tile: int                  # training tile and transformer input side (§4.3.1)
+    augment: bool              # §4.3.2 rotations and flips
+    rotation: str              # data.ROTATIONS
+    sampling: str              # tiles: the fixed grid (§4.3.1); crops: a fresh window per sample and epoch
+    val_fraction: float        # §4.3.2
+    preprocess: str            # App. A baselines: clahe | hist_match (to match_to's mean histogram)
+    match_to: str
+    target_hist: tuple         # that histogram, 256 floats, so prediction matches new slices the same way
+    intensity: tuple           # (low, high) raw values mapped onto 0..255 for 16-bit data, or None
+    pretext: tuple             # degradation names of a denoising pretext (§3.3)
+    init_from: str             # a checkpoint whose matching tensors start the run (§3.3)
+    batch_norm: bool           # model knobs (None: the arch's thesis best, Table 5.1 / App. B)
+    dropout: object            # one rate, or one per level incl. the bottleneck
+    activation: str
+    init: str                  # glorot_uniform | he_normal
+    attention_gates: bool
+    fused_attention: bool
+    bn_momentum: float         # torch convention: 0.01 is the thesis code's Keras 0.99
+    channels_last: bool
+    threads: int               # CPU threads for torch's operators
+    train_images: int          # the synthetic set (without --data)
+    test_images: int
+    image_side: int
+    repeats: int               # seeds seed .. seed + repeats - 1
+    preset: str
+
+    @property
+    def model_kwargs(self):
+        knobs = ("batch_norm", "dropout", "activation", "init", "attention_gates", "fused_attention")
+        return models.model_kwargs(self.arch, self.tile, **{k: getattr(self, k) for k in knobs})
+
+    @property
+    def network(self):
+        """What a checkpoint records about the network (models.network_config)."""
+        return models.network_config(self.arch, self.size, self.filters, self.model_kwargs)
+
+    @classmethod
+    def from_dict(cls, saved):
+        """The RunConfig of a run.json or a checkpoint's "run" (JSON gives lists where tuples were); a
+        setting the file predates takes THESIS's value."""
+        tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}  # noqa: E731
+        run, fit = tuples({**THESIS, **saved}), {**THESIS, **saved.get("fit", {})}
+        fit = FitConfig(**{**{f.name: fit[f.name] for f in fields(FitConfig)},
+                           "pretext": bool(fit["pretext"])})
+        return cls(**{**{f.name: run[f.name] for f in fields(cls) if f.name != "fit"}, "fit": fit})
+
 
 THESIS = {
+    "arch": "unetr2d",        # §3.1: the thesis's network
+    "size": "mini",           # Table 5.4: Mini, the best UNETR-2D on Lucchi++ (0.861)
+    "filters": None,          # the arch's own (models.ARCHS): 16 for the U-Net family [34], 32 UNETR/YNETR
     "tile": 256,              # §4.3.1: 256x256 patches; also the transformers' input side
-    "filters": None,          # the arch's own: 16 for the U-Net family [34], 32 for UNETR/YNETR (Table 5.2)
     "epochs": 360,            # §4.3.2, App. B Table 2
     "patience": 60,           # §4.3.2: early stopping on the validation loss, best weights restored
     "batch_size": 6,          # §4.3.2
@@ -29,9 +121,30 @@ THESIS = {
     "val_fraction": 0.1,      # §4.3.2: 10% of the training patches, chosen at random
     "bn_momentum": 0.01,      # the thesis code's Keras BatchNorm (0.99 running average, torch's 0.01)
     "batch_norm": None,       # the arch's best (Table 5.1 / App. B): on for UNETR/YNETR, off for the U-Nets
+    "dropout": None,          # the arch's best (Table 5.1): the U-Nets' 0.1-0.3 per level, none in UNETR-2D
+    "activation": None,       # the arch's best (Table 5.1): ELU for the U-Nets, ReLU for UNETR/YNETR
+    "init": None,             # the arch's best (Table 5.1): He normal
+    "attention_gates": None,  # the arch's own: only the Attention U-Net has them (Table 5.1, last row)
+    "fused_attention": None,  # off: Eq. 2.1 written out (attention.py); torch's fused kernel when on
+    "preprocess": "none",     # App. A's baselines (clahe, hist_match) are not the protocol
+    "match_to": None,         # App. A: the target data set of hist_match
+    "target_hist": None,      # App. A: its mean histogram, computed where the data are loaded
+    "intensity": None,        # §4.3.1 divides by 255; a 16-bit data set's map is found where it is loaded
+    "pretext": (),            # §3.3: no pretext; a denoising pre-training names its degradations
+    "init_from": None,        # §3.3: from scratch; fine-tuning names the pre-trained checkpoint
+    "data": None,             # no folder: the built-in synthetic set (not the thesis's)
+    "repeats": 1,             # §5 reports 10 runs; reproduce.py runs them
+    "seed": 0,                # not in the thesis: weights, data order, split and augmentation follow it
+    # How the machine runs it, not what is computed (the thesis used one RTX 3090).
     "channels_last": False,   # memory layout only; the thesis code's Keras default is NHWC anyway
     "threads": None,          # torch's own choice: one per core
-    "repeats": 1,             # §5 reports 10 runs; reproduce.py runs them
+    "amp": False,             # float32, as the thesis code
+    "compile": False,         # eager PyTorch
+    "workers": None,          # DataLoader processes: 4 on a GPU, 0 on a CPU (make_config)
+    "progress": False,        # the per-epoch bar on a terminal only
+    # The built-in synthetic EM set (synthetic.py), on which every run without --data trains; not the
+    # thesis's. For the demo's number of steps, 48 images for 30 epochs scored 0.836, 24 for 60 0.806.
+    "train_images": 48, "test_images": 8, "image_side": 256,
 }
 
 # The demo: a UNETR-2D Mini on the built-in synthetic EM set in about 2.5 minutes on a 2-core CPU.
@@ -55,19 +168,15 @@ DEMO_EPOCHS = {"unetr2d": 30, "ynetr2d": 18, "unet": 35, "attention_unet": 22, "
 # a short run far behind; with it they learn as fast as the others (`--no-batch-norm`: the thesis's).
 DEMO_BATCH_NORM = ("attention_unet", "attention_ynet")
 
-# The built-in synthetic EM set (synthetic.py), on which every run without --data trains. Not the
-# thesis's: for the demo's number of steps, 48 images for 30 epochs scored 0.836, 24 for 60 epochs 0.806.
-SYNTHETIC = {"train_images": 48, "test_images": 8, "image_side": 256}
-DEMO_DATA_SEED = 2022  # the synthetic train and test sets are the same for every run seed
-
-# reproduce.py --quick: every table in minutes on a CPU. Each row keeps its thesis arch and filters.
+# reproduce.py --quick: every table in minutes on a CPU. Each row keeps its thesis arch, filters and
+# BatchNorm (the demo's BatchNorm for the attention-gated CNNs is not taken over).
 QUICK = {
     **DEMO,
     "tile": 32, "image_side": 128, "train_images": 3, "test_images": 2,  # tiny images: seconds per run
     "epochs": 4,
 }
 
-# Table A.1's baselines on the built-in domains "a" and "b" (adapt.py --table without folders).
+# Table A.1's baselines on the built-in domains "a" and "b" (reproduce.py A1 --quick).
 LIGHT = {
     **THESIS,
     "tile": 128, "filters": 8,  # as the demo: a CPU budget
@@ -90,6 +199,8 @@ ADAPT = {
     "bn_momentum": 0.01,
     "stage_epochs": None,     # None: adapt.STAGES's 50, 40, 100
     "stage_lr": None,         # None: adapt.STAGES's 1e-3, 2e-4, 2e-4
+    "threads": None,          # torch's own choice: one per core
+    "seed": 0,
 }
 ADAPT_LIGHT = {
     **ADAPT,
@@ -98,19 +209,66 @@ ADAPT_LIGHT = {
     # stage 3 reached a source IoU_F of 0.71-0.78 with it, 0.52 without
     "batch_norm": True, "bn_momentum": 0.1,
     "stage_epochs": (5, 3, 15),
+    "threads": 1,             # as LIGHT: two directions share a 2-core machine
 }
 
 PRESETS = {"thesis": THESIS, "demo": DEMO, "quick": QUICK, "light": LIGHT}
 
 
 def for_arch(name, arch):
-    """The settings of preset `name` for `arch`: the demo's (and quick's) per-arch changes applied."""
-    settings = {**SYNTHETIC, **PRESETS[name]}
-    if name in ("demo", "quick") and arch in DEMO_BATCH_NORM:
-        settings["batch_norm"] = True
+    """The settings of preset `name` for `arch`: the demo's per-arch epochs and BatchNorm applied."""
+    settings = dict(PRESETS[name])
     if name == "demo":
         settings["epochs"] = DEMO_EPOCHS[arch]
+        if arch in DEMO_BATCH_NORM:
+            settings["batch_norm"] = True
     return settings
+
+
+def make_config(arch=None, preset=None, device_type="cpu", **given):
+    """The RunConfig of a new run: preset `preset` (thesis with `data`, demo without) for `arch`, then
+    every setting in `given` (train.py's flag names; None: the preset's), then what depends on the
+    machine. Settings that do not fit together are refused (a UsageError naming the flag) up front."""
+    preset = preset or ("thesis" if given.get("data") else "demo")
+    arch = arch or THESIS["arch"]
+    unknown = set(given) - set(THESIS)
+    if unknown:
+        raise TypeError(f"make_config: no setting called {', '.join(sorted(unknown))}")
+    s = {**for_arch(preset, arch), **{k: v for k, v in given.items() if v is not None},
+         "arch": arch, "preset": preset}
+    s["filters"] = s["filters"] or models.ARCHS[arch]["filters"]
+    if s["workers"] is None:
+        s["workers"] = 4 if device_type == "cuda" else 0
+    names = s["pretext"]
+    s["pretext"] = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
+    if isinstance(s["dropout"], (list, tuple)):
+        s["dropout"] = s["dropout"][0] if len(s["dropout"]) == 1 else tuple(s["dropout"])
+    fit = FitConfig(**{**{f.name: s[f.name] for f in fields(FitConfig)}, "pretext": bool(s["pretext"])})
+    refuse_conflicts(s, fit)
+    run = RunConfig(**{**{f.name: s[f.name] for f in fields(RunConfig) if f.name != "fit"}, "fit": fit})
+    # the network built on the meta device (no memory, no time): knobs that do not fit it are refused now
+    try:
+        with torch.device("meta"):
+            models.build_model(run.arch, run.size, run.filters, **run.model_kwargs)
+    except ValueError as exc:  # e.g. a dropout list of the wrong length
+        raise cli.UsageError(f"model settings: {exc}") from None
+    return run
+
+
+def refuse_conflicts(s, fit):
+    """Refuse settings `s` (and the loop's `fit`) that cannot run together, naming the flags."""
+    unknown = [n for n in s["pretext"] if n not in degrade.DEGRADATIONS]
+    if unknown:
+        raise cli.UsageError(f"--pretext: unknown degradation {', '.join(unknown)}; choose from "
+                             f"{', '.join(degrade.DEGRADATIONS)}")
+    if s["tile"] % 16:
+        raise cli.UsageError(f"--tile {s['tile']}: must be a multiple of 16 (the patch size, §2.2.5)")
+    if (s["preprocess"] == "hist_match") != bool(s["match_to"]):
+        raise cli.UsageError("--preprocess hist_match and --match-to DIR go together: name the target data "
+                             "set whose mean histogram the images are matched to")
+    if fit.scheduler == "plateau" and s["val_fraction"] == 0:
+        raise cli.UsageError("--val-fraction 0 leaves no validation loss for --scheduler plateau; use "
+                             "cosine, onecycle or none, or hold out a validation set")
 
 
 NONE_MEANS = {"filters": "the arch's", "batch_norm": "the arch's", "patience": "off",
@@ -119,15 +277,22 @@ NONE_MEANS = {"filters": "the arch's", "batch_norm": "the arch's", "patience": "
 
 def _shown(key, value):
     if value is None:
-        return NONE_MEANS[key]
+        return NONE_MEANS.get(key, "none")
     if type(value) is bool:
         return "on" if value else "off"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# What `differences` compares: the protocol's settings, not the run's inputs or the machine's choices
+# that every preset leaves alone.
+COMPARED = ("tile", "filters", "epochs", "patience", "batch_size", "lr", "weight_decay", "optimizer",
+            "scheduler", "loss", "alpha", "augment", "rotation", "sampling", "val_fraction", "bn_momentum",
+            "batch_norm", "channels_last", "threads", "repeats")
+
+
 def differences(settings, thesis=THESIS):
     """'tile 128 (thesis 256), ...': where `settings` depart from `thesis` (THESIS, perhaps with the
     arch's own values filled in); "" when nowhere."""
-    keys = [k for k in thesis if k in settings and settings[k] != thesis[k]]
+    keys = [k for k in COMPARED if k in settings and settings[k] != thesis[k]]
     return ", ".join(f"{k.replace('_', ' ')} {_shown(k, settings[k])} (thesis {_shown(k, thesis[k])})"
                      for k in keys)

@@ -24,13 +24,13 @@ docs/rotation-study.md holds the table measured on a real ssTEM stack and what i
 import math
 import os
 import time
+from dataclasses import dataclass
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle CPU threads sleep, never spin
+import cli  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-import cli
 import data
 import evaluate
 import models
@@ -40,6 +40,18 @@ import schedules
 import train
 
 BN_MOMENTUM = 0.1  # torch's default: running statistics that settle within a short run
+
+
+@dataclass(frozen=True)
+class Study:
+    """What every cell of the study shares (the command's flags): the data and the U-Net's training."""
+    data: str
+    filters: int
+    lr: float
+    batch_norm: bool
+    batch_size: int
+    tile: int
+    steps: int
 
 # key: (what changes, the settings of a train.py run) or (what changes, rotation of the minimal loop)
 CELLS = {
@@ -76,22 +88,22 @@ def smoothing_table(train_x, test_x, tile, seed=0):
     return rows
 
 
-def minimal_loop(args, seed, rotation, steps):
+def minimal_loop(study, seed, rotation, steps):
     """The reference: fresh random crops of whole slices, a rotation and flips, AdamW with cosine decay
     per step, BCE, the final weights. rotation 'right': np.rot90 by k; 'any': data.apply_geometry."""
     torch.manual_seed(seed)  # the same initial weights as train.py --seed seed
     rng = np.random.default_rng([seed, 1])
-    (x, y), (test_x, test_y) = (data.load_split(args.data, s) for s in ("train", "test"))
-    model = models.build_model("unet", filters=args.filters, batch_norm=args.batch_norm or None)
+    (x, y), (test_x, test_y) = (data.load_split(study.data, s) for s in ("train", "test"))
+    model = models.build_model("unet", filters=study.filters, batch_norm=study.batch_norm or None)
     models.set_bn_momentum(model, BN_MOMENTUM)  # as train.py does with --bn-momentum
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=presets.THESIS["weight_decay"])
-    t, start = args.tile, time.perf_counter()
+    opt = torch.optim.AdamW(model.parameters(), lr=study.lr, weight_decay=presets.THESIS["weight_decay"])
+    t, start = study.tile, time.perf_counter()
     model.train()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = schedules.cosine_lr(step, steps, args.lr)
+            group["lr"] = schedules.cosine_lr(step, steps, study.lr)
         xs, ys = [], []
-        for _ in range(args.batch_size):
+        for _ in range(study.batch_size):
             k, r, c = rng.integers(len(x)), rng.integers(x.shape[1] - t + 1), rng.integers(x.shape[2] - t + 1)
             image, mask = x[k, r:r + t, c:c + t] / np.float32(255), y[k, r:r + t, c:c + t]  # (T, T) each
             if rotation == "right":
@@ -117,20 +129,19 @@ def minimal_loop(args, seed, rotation, steps):
     return {**metrics, "train_seconds": seconds}
 
 
-def cell_config(args, settings, seed, epochs):
+def cell_config(study, settings, seed, epochs):
     """The training run of one cell: the thesis protocol with the study's sizes and the cell's changes."""
-    norm = {"batch_norm": True, "bn_momentum": BN_MOMENTUM} if args.batch_norm else {}
-    return runs.make_config("unet", preset="thesis", data=args.data, filters=args.filters, lr=args.lr,
-                            batch_size=args.batch_size, tile=args.tile, epochs=epochs, seed=seed, **norm,
-                            **settings)
+    norm = {"batch_norm": True, "bn_momentum": BN_MOMENTUM} if study.batch_norm else {}
+    return presets.make_config("unet", preset="thesis", data=study.data, filters=study.filters, lr=study.lr,
+                               batch_size=study.batch_size, tile=study.tile, epochs=epochs, seed=seed, **norm,
+                               **settings)
 
 
-def epochs_for(args, settings, steps):
-    """Whole epochs whose step count comes nearest to `steps` for this cell, and that step count."""
-    run = cell_config(args, settings, 0, 1)
-    slices, _ = runs.load_slices(run)
-    per_epoch = math.ceil(len(train.datasets(run, *slices["train"], 0)[0]) / args.batch_size)
-    epochs = max(1, round(steps / per_epoch))
+def epochs_for(study, settings):
+    """Whole epochs whose step count comes nearest to the study's steps for this cell, and that count."""
+    run, slices, _ = train.load_slices(cell_config(study, settings, 0, 1))
+    per_epoch = math.ceil(len(train.training_sets(run, *slices["train"], 0)[0]) / study.batch_size)
+    epochs = max(1, round(study.steps / per_epoch))
     return epochs, epochs * per_epoch
 
 
@@ -186,18 +197,26 @@ def run_command(argv):
     args = parse_args(argv)
     out = args.out or os.path.join("runs", f"rotation-study-{time.strftime('%Y%m%d-%H%M%S')}")
     cli.refuse_nonempty(out, hint="choose a new folder (results are never overwritten)")
-    torch.set_num_threads(args.threads)
-    (train_x, _), (test_x, _) = (data.load_split(args.data, s, masks=False) for s in ("train", "test"))
+    study = Study(data=args.data, filters=args.filters, lr=args.lr, batch_norm=args.batch_norm,
+                  batch_size=args.batch_size, tile=args.tile, steps=args.steps)
+    with cli.torch_threads(args.threads):
+        return run_study(study, [c.strip() for c in args.cells.split(",")],
+                         range(args.first_seed, args.first_seed + args.seeds), out, vars(args))
+
+
+def run_study(study, cells, seeds, out, settings):
+    """The smoothing table, then every cell once per seed (a sweep stopped early has every cell once),
+    into folder `out` (study.json, table.md) -> the record."""
+    (train_x, _), (test_x, _) = (data.load_split(study.data, s, masks=False) for s in ("train", "test"))
     os.makedirs(out, exist_ok=True)
-    smoothing = smoothing_table(train_x, test_x, args.tile)
+    smoothing = smoothing_table(train_x, test_x, study.tile)
     print("mean |horizontal difference| relative to the unaugmented training tiles:")
     for name, ratio in smoothing.items():
         print(f"  {name:28s} {ratio:.3f}")
-    record = {"settings": vars(args), "torch": torch.__version__, "smoothing": smoothing, "runs": []}
-    # a sweep stopped early has every cell once
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for key in (c.strip() for c in args.cells.split(",")):
-            record["runs"].append(run_cell(args, key, seed, out))
+    record = {"settings": settings, "torch": torch.__version__, "smoothing": smoothing, "runs": []}
+    for seed in seeds:
+        for key in cells:
+            record["runs"].append(run_cell(study, key, seed, out))
             cli.write_json(record, os.path.join(out, "study.json"))
     table = summarise(record["runs"])
     with open(os.path.join(out, "table.md"), "w") as f:
@@ -206,16 +225,16 @@ def run_command(argv):
     return record
 
 
-def run_cell(args, key, seed, out):
+def run_cell(study, key, seed, out):
     """One cell, one seed: a train.py run (runs.train_in) or the minimal loop -> its numbers."""
     what, how = CELLS[key]
     start = time.perf_counter()
     if isinstance(how, dict):
-        epochs, steps = epochs_for(args, how, args.steps)
-        result = runs.train_in(os.path.join(out, f"{key}-seed{seed}"), cell_config(args, how, seed, epochs),
+        epochs, steps = epochs_for(study, how)
+        result = runs.train_in(os.path.join(out, f"{key}-seed{seed}"), cell_config(study, how, seed, epochs),
                                torch.device("cpu"))
     else:
-        steps, result = args.steps, minimal_loop(args, seed, how, args.steps)
+        steps, result = study.steps, minimal_loop(study, seed, how, study.steps)
     run = {"cell": key, "seed": seed, "steps": steps, "wall_seconds": round(time.perf_counter() - start, 1),
            **{k: result[k] for k in ("test_iou_f", "test_iou_f_global", "test_dice", "train_seconds")}}
     print(f"[study] {key} seed {seed}: test IoU_F {run['test_iou_f']:.4f} "

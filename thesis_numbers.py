@@ -5,8 +5,10 @@ Thesis: Table 5.1 (ablation, Lucchi), Table 5.2 (initial filters of UNETR-2D Bas
 pretexts, Lucchi++) and App. A Table 1 (cross-data-set adaptation, Table A.1 here). Every IoU_F is the
 mean ± std of 10 runs as printed; parameters are in millions; inference is ms per 256x256 patch on the
 thesis's RTX 3090. Each table is one name here; tests/test_thesis_numbers.py compares every entry with
-the thesis text, where it is at hand. Nothing else in the project writes these numbers down.
+the thesis text, where it is at hand. Nothing else in the project writes these numbers down. Table 5.4
+trains every network at its best initial filters, which models.ARCHS holds.
 """
+import models
 
 # Table 5.1 (Lucchi test set, IoU_F): rows in the thesis's order, each adding one §5.1.1 component.
 TABLE_5_1 = {
@@ -83,8 +85,7 @@ TABLE_A1 = {
 def params(arch, size, filters):
     """Parameters (millions) the thesis reports for this network, or None: Table 5.4 at the arch's own
     filters, Table 5.2 for UNETR-2D Base at other F."""
-    best = 16 if arch in ("unet", "attention_unet") else 32
-    if filters == best and (arch, size) in PARAMS_5_4:
+    if filters == models.ARCHS[arch]["filters"] and (arch, size) in PARAMS_5_4:
         return PARAMS_5_4[(arch, size)]
     if (arch, size) == ("unetr2d", "base") and filters in TABLE_5_2:
         return TABLE_5_2[filters]["params"]
@@ -93,8 +94,7 @@ def params(arch, size, filters):
 
 def inference_ms(arch, size, filters, dataset="lucchi"):
     """Inference time per 256x256 patch (ms, mean ± std) as Table 5.4 or 5.2 prints it, or None."""
-    best = 16 if arch in ("unet", "attention_unet") else 32
-    if filters == best and (arch, size) in TABLE_5_4[dataset]:
+    if filters == models.ARCHS[arch]["filters"] and (arch, size) in TABLE_5_4[dataset]:
         return TABLE_5_4[dataset][(arch, size)][1]
     if (arch, size) == ("unetr2d", "base") and filters in TABLE_5_2 and dataset == "lucchi":
         return TABLE_5_2[filters]["ms"]

@@ -1,4 +1,4 @@
-"""Train and evaluate the thesis's networks: the training story of §4.3, top to bottom.
+"""Train and evaluate the thesis's networks: the training story of §4.3, top to bottom, and its command.
 
 Thesis: §4.3.1-4.3.2 (data processing and training setup), §4.2 (evaluation of whole test slices),
 §3.3 and §5.3 (self-supervised pre-training, Table 5.5), App. A Eq. 1 (the Attention Y-Net's loss),
@@ -10,11 +10,12 @@ App. B Table 2 (the hyperparameter search space).
     torchrun --standalone --nproc_per_node=4 train.py --data DIR ...   # data-parallel (distributed.py)
 
 Read it in order: the loss (`compute_loss`), one epoch (`train_one_epoch`), validation (`validate`), the
-loop (`fit`: train, validate, schedule, keep the best, stop early) and one run (`train_run`: data, model,
-fit, test evaluation). The loop's settings are a frozen `FitConfig`; a run's, a `runs.RunConfig` holding
-it, made once from a preset (presets.py) and the flags by runs.py, which is also the command line.
-Where we differ from the thesis code: the loss takes logits (BCEWithLogits) rather than probabilities,
-and the pretext loss is the MSE between sigmoid(logits) and the clean image.
+loop (`fit`: train, validate, schedule, keep the best, stop early), one run (`train_run`: data, model,
+fit, test evaluation), and at the bottom the command (flags, the run folder, the seeds, the report).
+Every setting is a field of one frozen `presets.RunConfig` (its loop's are a `presets.FitConfig`), made
+once from a preset and the flags by `presets.make_config`. Where we differ from the thesis code: the loss
+takes logits (BCEWithLogits) rather than probabilities, and the pretext loss is the MSE between
+sigmoid(logits) and the clean image.
 Shapes: B batch, T tile side, H x W slice.
 """
 import contextlib
@@ -23,42 +24,22 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 
-# Before torch loads OpenMP: idle CPU threads sleep instead of spinning, which made a step 4-6x slower
-# on a busy 2-core machine (docs/speed.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import cli  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-import cli
 import data
 import degrade
 import distributed
 import evaluate
 import models
+import presets
 import schedules
+import synthetic
 import thesis_numbers
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """The loop's settings (§4.3.2, App. B); presets.THESIS holds the thesis's values."""
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    optimizer: str             # adamw | adam | sgd
-    scheduler: str             # cosine | onecycle | plateau | none
-    patience: int = None       # early stopping on the validation loss; None: never
-    loss: str = "bce"          # bce | bce_dice
-    alpha: float = 0.5         # App. A Eq. 1: weight of the Attention Y-Net's reconstruction term
-    pretext: bool = False      # a denoising pretext (§3.3): MSE loss, no IoU
-    seed: int = 0              # the data order of every epoch is drawn from (seed, epoch)
-    amp: bool = False          # bf16 autocast
-    compile: bool = False      # torch.compile the training module
-    workers: int = 0           # DataLoader worker processes
-    progress: bool = False     # the per-epoch bar even off a terminal
 
 
 class NonFiniteLoss(Exception):
@@ -202,7 +183,7 @@ def log_epoch(out, state, cfg, label, clock):
 def announce(label, meta, model, train_set, val_set, device):
     """The line before the first epoch: the network (or the stage), its size, the tiles, the device."""
     name = label or models.display_name(*(meta["config"][k] for k in ("arch", "size", "filters")))
-    print(f"{name}: {evaluate.count_parameters(model)[0]:,} parameters; {len(train_set)} training / "
+    print(f"{name}: {models.count_parameters(model)[0]:,} parameters; {len(train_set)} training / "
           f"{len(val_set)} validation tiles of {meta['run']['tile']}px on {device}")
 
 
@@ -296,28 +277,55 @@ def restore_best(model, best, state, meta):
 
 
 # ----------------------------------------------------------------------------------------------
-# One run: its training and validation sets, network, loop and test evaluation (runs.load_slices reads the
-# slices).
+# One run: its slices, training and validation sets, network, loop and test evaluation.
 
-def datasets(run, x, y, seed):
+def load_slices(run, splits=("train", "test")):
+    """The run's slices, preprocessed (App. A) -> (the run with what its data decide, {split: (x, y)},
+    a line saying what they are). x: n slices (H, W) uint8; y: the same in {0, 1}, or None in a pretext
+    run (§3.3). A training split without a single mitochondrion is refused (there is nothing to learn)."""
+    masks = not run.pretext
+    if run.data:
+        parts = {s: data.read_split(run.data, s, masks=masks) for s in splits}
+        found = {s: (data.warn_notes(p).images, p.masks) for s, p in parts.items()}
+        line = f"data: {run.data}, layout {next(iter(parts.values())).layout}: " + ", ".join(
+            f"{s} {len(p.images)} slices of {data.hw(p.images.shape[1:])}" for s, p in parts.items())
+    else:
+        side, sizes = run.image_side, {"train": run.train_images, "test": run.test_images}
+        seeds = {"train": synthetic.TRAIN_SEED, "test": synthetic.TRAIN_SEED + 1}
+        found = {s: synthetic.synthetic_em(sizes[s], side, side, seed=seeds[s]) for s in splits}
+        line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
+                f"slices of {side}x{side}")
+    if run.preprocess == "hist_match" and run.target_hist is None:  # App. A: the target's mean histogram
+        target = data.load_split(run.match_to, "train", masks=False)[0]
+        run = replace(run, target_hist=tuple(float(v) for v in degrade.mean_histogram(target)))
+    hist = np.asarray(run.target_hist) if run.preprocess == "hist_match" else None
+    return run, {s: (degrade.preprocess(x, run.preprocess, hist), y if masks else None)
+                 for s, (x, y) in found.items()}, line
+
+
+def take(stack, idx):
+    """The slices (or tiles) of `stack` at the indices `idx`: an array for an array, else a list."""
+    return None if stack is None else stack[idx] if isinstance(stack, np.ndarray) else [stack[i] for i in idx]
+
+
+def training_sets(run, x, y, seed):
     """(training set, validation set) of §4.3.1-4.3.2 from training slices x, y, split with `seed`.
 
     sampling "tiles": the grid of tiles, a random val_fraction of them held out; "crops": whole slices
     (data.CropDataset cuts fresh windows) and the grid tiles of a random val_fraction of the slices.
     """
     noise = degrade.random_degradation(list(run.pretext)) if run.pretext else None
-    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
     tiles = lambda a: None if a is None else data.extract_tiles(a, run.tile)  # noqa: E731  (n, T, T) uint8
     common = {"augment": run.augment, "seed": seed, "degrade": noise, "rotation": run.rotation}
     if run.sampling == "crops":
         train_idx, val_idx = data.split_validation(len(x), run.val_fraction, seed=seed)  # whole slices
-        train_set = data.CropDataset(x[train_idx], pick(y, train_idx), tile=run.tile, **common)
-        val = (tiles(x[val_idx]), tiles(pick(y, val_idx)))
+        train_set = data.CropDataset(take(x, train_idx), take(y, train_idx), tile=run.tile, **common)
+        val = (tiles(take(x, val_idx)), tiles(take(y, val_idx)))
     else:
         tx, ty = tiles(x), tiles(y)
         train_idx, val_idx = data.split_validation(len(tx), run.val_fraction, seed=seed)
-        train_set = data.TileDataset(tx[train_idx], pick(ty, train_idx), **common)
-        val = (tx[val_idx], pick(ty, val_idx))
+        train_set = data.TileDataset(tx[train_idx], take(ty, train_idx), **common)
+        val = (tx[val_idx], take(ty, val_idx))
     val_set = data.TileDataset(*val, augment=False, seed=seed + 10_000, degrade=noise)
     if len(val_set) == 0 and run.val_fraction > 0:
         unit = "slice(s)" if run.sampling == "crops" else f"tile(s) of {run.tile}px"
@@ -327,11 +335,16 @@ def datasets(run, x, y, seed):
     return train_set, val_set
 
 
-def build(run):
+def build_network(run):
     """The run's network with the thesis's initialisation, its BatchNorm momentum and memory layout."""
     model = models.build_model(run.arch, run.size, run.filters, **run.model_kwargs)
     models.set_bn_momentum(model, run.bn_momentum)
     return model.to(memory_format=torch.channels_last) if run.channels_last else model
+
+
+def checkpoint_meta(run):
+    """What every checkpoint of the run carries besides its tensors: the network and the run's settings."""
+    return {"config": run.network, "run": asdict(run)}
 
 
 def score_test_set(model, run, test_x, test_y, device):
@@ -353,22 +366,22 @@ def train_run(run, slices, device, out, resume=False):
     last finished epoch), so that the curve goes on as if never interrupted.
     """
     torch.manual_seed(run.fit.seed)  # weights and dropout; data order and augmentation have their own seeds
-    train_set, val_set = datasets(run, *slices["train"], run.fit.seed)
-    model = build(run).to(device)
+    train_set, val_set = training_sets(run, *slices["train"], run.fit.seed)
+    model = build_network(run).to(device)
+    network = models.display_name(run.arch, run.size, run.filters)
     if run.init_from and not resume:  # §3.3: fine-tune from a pre-trained run
-        loaded, fresh = models.load_matching(model, run.init_from)
+        loaded, fresh = models.load_matching(model, run.init_from, network)
         print(f"--init-from {run.init_from}: loaded {len(loaded)} tensors ({models.module_names(loaded)})"
-              + (f"; kept as initialised: {', '.join(fresh)}" if fresh else "; every tensor matched"))
-    config = {"arch": run.arch, "size": run.size, "filters": run.filters, "model_kwargs": run.model_kwargs}
-    state = fit(model, train_set, val_set, run.fit, device, out, meta={"config": config, "run": asdict(run)},
-                resume=resume)
+              + (f"; kept as initialised: {len(fresh)} ({models.module_names(fresh)})" if fresh
+                 else "; every tensor matched"))
+    state = fit(model, train_set, val_set, run.fit, device, out, meta=checkpoint_meta(run), resume=resume)
     if state is None:
         return None
     (test_x, test_y), sized = slices["test"], models.ARCHS[run.arch]["sized"]
     metrics, probs = score_test_set(model, run, test_x, test_y, device)
     for i in range(min(3, 0 if probs is None else len(probs))):
         evaluate.save_overlay(test_x[i], probs[i], test_y[i], os.path.join(out, f"pred_{i}.png"))
-    params, params_keras = evaluate.count_parameters(model)
+    params, params_keras = models.count_parameters(model)
     results = {"arch": run.arch, "size": run.size if sized else None, "filters": run.filters,
                "params": params, "params_with_bn_statistics": params_keras,
                "thesis_params_millions": thesis_numbers.params(run.arch, run.size if sized else None,
@@ -382,13 +395,212 @@ def train_run(run, slices, device, out, resume=False):
     return results
 
 
+def train_seeds(run, slices, device, out, resume=False):
+    """run.repeats runs with seeds seed, seed + 1, ... (folders seed-k when more than one) -> results.
+    With `resume`, finished seeds are read back and an interrupted one continues from its last.pt."""
+    results = []
+    for k in range(run.repeats):
+        folder = out if run.repeats == 1 else os.path.join(out, f"seed-{k}")
+        one = replace(run, repeats=1, fit=replace(run.fit, seed=run.fit.seed + k))
+        if resume and os.path.isfile(os.path.join(folder, "results.json")):
+            results.append(cli.read_json(os.path.join(folder, "results.json")))  # finished before
+            continue
+        os.makedirs(folder, exist_ok=True)
+        results.append(train_run(one, slices, device, folder,
+                                 resume=resume and os.path.isfile(os.path.join(folder, "last.pt"))))
+    return results
+
+
 # ----------------------------------------------------------------------------------------------
-# The command line (flags, presets, the run folder, seeds, the report) is runs.py's.
+# The command: python train.py [flags]. Flags default to None: the preset's value (presets.py).
+
+def parse_args(argv):
+    p = cli.ArgumentParser(description="Train and evaluate U-Net / UNETR-2D / YNETR-2D for mitochondria "
+                           "segmentation (thesis §4.3). Without --data: a demo on the built-in synthetic EM "
+                           "set.")
+    add = p.add_argument
+    add("--arch", choices=list(models.ARCHS), help="network (Tables 5.1-5.4, App. A; unetr2d)")
+    add("--size", choices=["mini", "small", "base"], help="transformer size (Table 5.3; mini)")
+    add("--filters", type=cli.at_least(int), help="initial filters F (default: 16 U-Net family, 32 others)")
+    add("--data", help=f"a data-set folder: {data.LAYOUT_HELP} (python data.py DIR checks one)")
+    add("--preset", choices=list(presets.PRESETS), help="settings (presets.py): thesis with --data, demo "
+        "without; every flag below overrides its preset's value")
+    add("--out", help="output folder (default runs/<arch>-<size>-<time>)")
+    add("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    add("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
+    add = p.add_argument_group("training (§4.3.2, App. B)").add_argument
+    add("--epochs", type=cli.at_least(int, 0))
+    add("--patience", type=cli.at_least(int), help="early-stopping patience on the validation loss")
+    add("--batch-size", type=cli.at_least(int))
+    add("--lr", type=cli.at_least(float, 0.0))
+    add("--weight-decay", type=cli.at_least(float, 0.0))
+    add("--loss", choices=["bce", "bce_dice"])
+    add("--optimizer", choices=["adamw", "adam", "sgd"])
+    add("--scheduler", choices=["cosine", "onecycle", "plateau", "none"])
+    add("--alpha", type=cli.unit_interval, help="Attention Y-Net weight of the MSE term (App. A Eq. 1)")
+    add("--pretext", help="denoising pre-training (§3.3), comma separated: "
+        f"{', '.join(degrade.DEGRADATIONS)}")
+    add("--init-from", metavar="CHECKPOINT", help="start from a checkpoint's matching tensors (§3.3)")
+    add("--seed", type=cli.at_least(int, 0))
+    add("--repeats", type=cli.at_least(int), help="runs with seeds seed..seed+N-1; mean ± std (§5)")
+    add_data_and_machine_flags(p)
+    args = p.parse_args(argv)
+    if args.init and args.init not in ("glorot_uniform", "he_normal"):
+        hint = f"; to start from a checkpoint use --init-from {args.init}" * os.path.exists(args.init)
+        raise cli.UsageError(f"--init {args.init}: a kernel initialiser, glorot_uniform or he_normal{hint}")
+    return args
+
+
+def add_data_and_machine_flags(p):
+    """The flags of the data pipeline, the synthetic set, the model knobs and the machine."""
+    add = p.add_argument_group("data pipeline (§4.3.1-4.3.2)").add_argument
+    add("--tile", type=cli.at_least(int, 16), help="training tile and transformer input side (256)")
+    add("--no-augment", dest="augment", action="store_false", default=None, help="no rotations or flips")
+    add("--rotation", choices=data.ROTATIONS, help="any: uniform in [-180, 180], bilinear (§4.3.2); "
+        "any-nearest: the same angles, nearest neighbour; right: multiples of 90 degrees")
+    add("--sampling", choices=["tiles", "crops"], help="tiles: the fixed grid (§4.3.1); crops: a fresh "
+        "random window per sample and epoch")
+    add("--val-fraction", type=cli.fraction, help="share of the training tiles held out (0.1, §4.3.2)")
+    add("--preprocess", choices=degrade.PREPROCESSING, help="App. A baselines on every image the model "
+        "sees: CLAHE, or histogram matching to --match-to")
+    add("--match-to", metavar="DIR", help="--preprocess hist_match: the data set whose training images "
+        "give the mean histogram (App. A); its masks are never read")
+    add = p.add_argument_group("the built-in synthetic set (without --data)").add_argument
+    add("--train-images", type=cli.at_least(int))
+    add("--test-images", type=cli.at_least(int))
+    add("--image-side", type=cli.at_least(int, 16))
+    add = p.add_argument_group("model knobs (default: the arch's best, Table 5.1, App. B)").add_argument
+    add("--batch-norm", dest="batch_norm", action="store_true", default=None)
+    add("--no-batch-norm", dest="batch_norm", action="store_false")
+    add("--bn-momentum", type=cli.unit_interval, help="torch convention; 0.01 = Keras's 0.99 (the thesis's)")
+    add("--dropout", type=cli.fraction, nargs="+", help="one rate, or one per level incl. bottleneck")
+    add("--activation", choices=["relu", "elu", "gelu"])
+    add("--init", help="kernel initialiser: glorot_uniform or he_normal (Table 5.1)")
+    add("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1)")
+    add("--fused-attention", action="store_true", default=None,
+        help="UNETR/YNETR: Eq. 2.1 by torch's fused kernel (same outputs to rounding)")
+    add = p.add_argument_group("machine").add_argument
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    add("--amp", action="store_true", default=None, help="bf16 autocast (CUDA, or a CPU with bf16 units)")
+    add("--channels-last", dest="channels_last", action="store_true", default=None,
+        help="NHWC weights, faster convolutions (on in the demo)")
+    add("--no-channels-last", dest="channels_last", action="store_false")
+    add("--compile", action="store_true", default=None, help="torch.compile the training model (GPU)")
+    add("--workers", type=cli.at_least(int, 0), help="DataLoader workers (default 0 on CPU, 4 on GPU)")
+    add("--threads", type=cli.at_least(int), help="CPU threads for torch (1 in the demo)")
+    add("--progress", action="store_true", default=None, help="the per-epoch bar even off a terminal")
+
+
+PROGRAM = ("out", "resume", "summary", "device", "preset")  # how to run, not what a run is
+MACHINE = ("device", "workers", "threads", "progress")  # what --resume may change
+
+
+def resumed_config(out, argv, machine):
+    """--resume: the run's own settings from OUT/run.json; only the machine's (MACHINE) may change."""
+    path = os.path.join(out or "", "run.json")
+    if not out or not os.path.isfile(path):
+        raise cli.UsageError(f"--resume: {path} does not exist; name the folder of an earlier run with --out")
+    ignored = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - {"--out", "--resume"}
+                     - {f"--{k}" for k in MACHINE})
+    if ignored:
+        print(f"note: resuming with the run's own settings; ignored {' '.join(ignored)}", file=sys.stderr)
+    run = presets.RunConfig.from_dict(cli.read_json(path, "run.json"))
+    fit = {k: machine[k] for k in ("workers", "progress") if machine.get(k) is not None}
+    return replace(run, threads=machine.get("threads") or run.threads, fit=replace(run.fit, **fit))
+
+
+def prepare_out(run, out, resume=False):
+    """The run folder: missing or empty for a new run (nothing a user has is overwritten), with run.json."""
+    if not resume:
+        cli.refuse_nonempty(out, hint="choose a new folder, or add --resume to continue the run in it")
+        os.makedirs(out, exist_ok=True)
+        cli.write_json(asdict(run), os.path.join(out, "run.json"))
+    return out
+
+
+def check_start(run, device):
+    """Refuse, before any folder exists, what the run could only fail on later: bf16 on a CPU without it,
+    and an --init-from checkpoint that is no checkpoint or fits nothing of the network."""
+    evaluate.check_amp(run.fit.amp, device)
+    if run.init_from:
+        with torch.device("meta"):
+            network = models.build_model(run.arch, run.size, run.filters, **run.model_kwargs)
+        models.matching_tensors(network, run.init_from, models.display_name(run.arch, run.size, run.filters))
+
+
+def report(run, results, out):
+    """Final lines: test numbers (mean ± std over repetitions, as §5), the thesis's beside them."""
+    key = "test_mse" if run.pretext else "test_iou_f"
+    values = [r[key] for r in results]
+    line = f"test {key[5:]}: {cli.mean_std(values, 4)}" + (f" over {len(values)} runs" if len(values) > 1
+                                                             else "")
+    if not run.pretext:
+        line += (f"   (pooled IoU_F {np.mean([r['test_iou_f_global'] for r in results]):.4f}, "
+                 f"Dice {np.mean([r['test_dice'] for r in results]):.4f})")
+    print(line)
+    thesis = thesis_numbers.iou_5_4(os.path.basename(os.path.normpath(run.data or "")),
+                                    run.arch, run.size if models.ARCHS[run.arch]["sized"] else None)
+    if thesis and not run.pretext:
+        print(f"thesis (Table 5.4, {thesis_numbers.DATASETS_5_4[thesis[0]]}): IoU_F {thesis[1]}")
+    print(f"inference {results[0]['inference_ms_per_patch']:.2f} ± {results[0]['inference_ms_std']:.2f} ms "
+          f"per {results[0]['inference_patch']}x{results[0]['inference_patch']} patch on "
+          f"{results[0]['device']}; outputs in {out}")
+    if len(results) > 1:
+        cli.write_json({key: values, "mean": float(np.mean(values)), "std": float(np.std(values)),
+                        "run": asdict(run)}, os.path.join(out, "summary.json"))
+    if not run.data:
+        print("real data: python data.py DIR, then python train.py --data DIR (Lucchi++, Kasthuri++ or your "
+              "own)")
+
+
+def summary_command(run):
+    """--summary: the network's parameters beside the thesis's (Tables 5.2/5.4)."""
+    sized = models.ARCHS[run.arch]["sized"]
+    thesis = thesis_numbers.params(run.arch, run.size if sized else None, run.filters)
+    print("\n".join(models.summary(run.arch, run.size, run.filters, run.model_kwargs, thesis)))
+
+
+def train_command(argv):
+    """python train.py ...: the settings, the data (refused before any folder exists), the run folder,
+    each seed's run, the report. A caller in this process keeps its torch thread count."""
+    started = time.perf_counter()
+    try:
+        args = parse_args(argv)
+        given = {k: v for k, v in vars(args).items() if k not in PROGRAM}
+        if args.summary:  # the thesis's networks, at the thesis's settings unless a flag says otherwise
+            return summary_command(presets.make_config(preset=args.preset or "thesis", **given))
+        device = cli.pick_device(args.device)
+        if args.resume:
+            run = resumed_config(args.out, argv, vars(args))
+        else:
+            run = presets.make_config(preset=args.preset, device_type=device.type, **given)
+        check_start(run, device)
+        device = distributed.join_torchrun(device)
+        run, slices, line = load_slices(run)  # bad data is refused here, before the run folder exists
+        print(line)
+        distributed.check_batch(run.fit.batch_size)
+        sized = models.ARCHS[run.arch]["sized"]
+        out = args.out or os.path.join("runs", f"{run.arch}-{run.size if sized else 'cnn'}-"
+                                               f"{time.strftime('%Y%m%d-%H%M%S')}")
+        out = distributed.from_rank0(prepare_out, run, out, args.resume)
+        how = "picked automatically" if args.device == "auto" else "as asked"
+        print(f"device: {device} ({how}){distributed.describe(run.fit.batch_size)}")
+        thesis = {**presets.THESIS, "filters": models.ARCHS[run.arch]["filters"]}
+        changed = presets.differences({**asdict(run), **asdict(run.fit)}, thesis)
+        print(f"preset {run.preset}: " + (changed or "the thesis protocol (§4.3.2)"))
+        with cli.torch_threads(run.threads):  # docs/speed.md: the demo's small tensors run fastest on one
+            results = train_seeds(run, slices, device, out, resume=args.resume)
+        if not distributed.is_main():
+            return None
+        report(run, results, out)
+        print(f"total wall time {cli.clock(time.perf_counter() - started)}")
+        return results[0] if run.repeats == 1 else results
+    finally:
+        distributed.leave()
+
 
 def main(argv=None):
-    import runs  # imported here: runs.py drives this file's train_run
-
-    return cli.main(runs.train_command, argv)
+    return cli.main(train_command, argv)
 
 
 if __name__ == "__main__":

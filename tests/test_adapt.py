@@ -1,10 +1,8 @@
 """adapt.py and --preprocess (App. A): the loss of Eq. 1 ignores unlabelled images, each stage trains
 what it should (stage 2 lowers the reconstruction loss, stage 3 leaves the encoder bit for bit
-unchanged), target masks are never needed for training, the preprocessing reaches the model's input,
-and Table A.1's thesis column is the thesis's."""
-import concurrent.futures
+unchanged), target masks are never needed for training, and the preprocessing reaches the model's input
+(Table A.1 itself: tests/test_reproduce.py)."""
 import os
-import pickle
 
 import numpy as np
 import pytest
@@ -12,14 +10,11 @@ import torch
 from PIL import Image
 
 import adapt
-import cli
 import data
 import degrade
 import models
 import presets
-import runs
 import synthetic
-import thesis_numbers
 import train
 import unet
 
@@ -100,8 +95,8 @@ def test_three_stages_freeze_the_encoder_and_learn_reconstruction(domains, tmp_p
     ckpt = models.load_checkpoint(str(out / "stage3-segmentation" / "best.pt"), "test")
     assert ckpt["run"]["preprocess"] == "hist_match" and len(ckpt["run"]["target_hist"]) == 256
     # each stage's loop ran with its row of STAGES (App. A)
-    run = runs.RunConfig.from_dict(models.load_checkpoint(str(out / "stage1-joint" / "last.pt"),
-                                                          "test")["run"])
+    run = presets.RunConfig.from_dict(models.load_checkpoint(str(out / "stage1-joint" / "last.pt"),
+                                                             "test")["run"])
     assert (run.fit.optimizer, run.fit.scheduler, run.fit.patience, run.fit.alpha) == ("sgd", "plateau", 7,
                                                                                         0.98)
 
@@ -145,121 +140,16 @@ def test_hist_match_reaches_the_tensors_the_model_sees(domains, tmp_path, monkey
 
 def test_clahe_preprocessing_is_applied_to_test_slices_as_well(domains, tmp_path):
     source, _ = domains
-    run = runs.make_config("unet", data=source, tile=32, preprocess="clahe")
-    slices, _ = runs.load_slices(run)
+    run = presets.make_config("unet", data=source, tile=32, preprocess="clahe")
+    _, slices, _ = train.load_slices(run)
     raw_test, _ = data.load_split(source, "test")
     np.testing.assert_array_equal(slices["test"][0], np.stack([degrade.clahe(im) for im in raw_test]))
 
 
 def test_bad_adapt_arguments_exit_2(tmp_path, capsys):
-    for argv, expected in ((["--table", "--source", "x"], "--table takes both"), ([], "name both --source"),
+    for argv, expected in ((["--source", "x"], "--target"), ([], "--source"),
                            (["--source", str(tmp_path / "none"), "--target", str(tmp_path / "none"),
                              "--out", str(tmp_path / "o")], "not found")):
         with pytest.raises(SystemExit) as exit_info:
             adapt.main(argv)
         assert exit_info.value.code == 2 and expected in capsys.readouterr().err
-
-
-def test_table_jobs_2_runs_each_direction_in_its_own_process(tmp_path, monkeypatch, capsys):
-    """--jobs 2: one worker per direction (here an in-process stand-in for the process pool), each
-    computing only its own direction's cells; then the parent assembles the table from the cells."""
-    source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
-    calls, phase = [], ["parent"]
-
-    def cell(row, src, tgt, seed, out, opts, device):
-        calls.append((phase[0], row, os.path.basename(src), opts.light, torch.get_num_threads()))
-        return 0.5
-
-    monkeypatch.setattr(adapt, "ynet_cell", lambda *a: cell("attention_ynet_hm", *a))
-    monkeypatch.setattr(adapt, "baseline_cell", cell)
-
-    class InlinePool:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def submit(self, fn, opts, direction, log):
-            pickle.dumps((fn, opts))  # what the real pool sends to its worker
-            phase[0], future = f"child-{direction}", concurrent.futures.Future()
-            future.set_result(fn(opts, direction, log))
-            phase[0] = "parent"
-            return future
-
-    monkeypatch.setattr(adapt, "process_pool", InlinePool)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        adapt.main(["--table", "--light", "--jobs", "2", "--source", source, "--target", target, "--out",
-                    str(tmp_path / "t")])
-        assert torch.get_num_threads() == 3  # the light preset's one thread ends with the table
-    finally:
-        torch.set_num_threads(threads)
-    rows = {r for r in thesis_numbers.TABLE_A1 if r != "damt_net"}
-    for who, domain in (("child-0", "a"), ("child-1", "b")):
-        mine = [c for c in calls if c[0] == who]
-        assert {c[1] for c in mine} == rows and {c[2] for c in mine} == {domain} and all(c[3] for c in mine)
-        assert {c[4] for c in mine} == {1}  # every cell of a worker on the light preset's one thread
-    assert ("| 2D Attention Y-Net + HM | 0.668 ± 0.020 | 0.704 ± 0.045 | 0.500 | 0.500 |"
-            in capsys.readouterr().out)
-
-    def failing(opts, only=None):
-        raise cli.UsageError("a cell could not train")
-
-    monkeypatch.setattr(adapt, "table_cells", failing)
-    with pytest.raises(SystemExit) as exit_info:
-        adapt.main(["--table", "--light", "--source", source, "--target", target, "--out",
-                    str(tmp_path / "u")])
-    assert exit_info.value.code == 2
-    assert "a direction of the table failed; see" in capsys.readouterr().err
-    assert "a cell could not train" in (tmp_path / "u" / "direction-0.log").read_text()
-
-
-def test_the_real_process_pool_runs_both_directions_and_keeps_their_logs(tmp_path):
-    source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
-    opts = adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t"), rows=(), jobs=2,
-                              device="cpu")
-    adapt.run_directions_apart(opts)  # no rows: the workers start, find nothing to train, and finish
-    assert sorted(os.listdir(tmp_path / "t")) == ["direction-0.log", "direction-1.log"]
-
-
-def test_the_built_in_domains_are_written_once_before_the_workers_start(tmp_path, monkeypatch):
-    monkeypatch.setitem(presets.LIGHT, "train_images", 2)
-    monkeypatch.setitem(presets.LIGHT, "test_images", 1)
-    monkeypatch.setitem(presets.LIGHT, "image_side", 32)
-    seen = []
-
-    class Pool:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def submit(self, fn, opts, direction, log):
-            seen.append(sorted(os.listdir(os.path.join(opts.out, "data"))))  # what a worker finds on arrival
-            future = concurrent.futures.Future()
-            future.set_result(True)
-            return future
-
-    monkeypatch.setattr(adapt, "process_pool", Pool)
-    monkeypatch.setattr(adapt, "table_cells", lambda opts, only=None: {})
-    adapt.table(adapt.TableOptions(out=str(tmp_path / "t"), jobs=2))
-    assert seen == [["a", "b"], ["a", "b"]]
-    assert len(os.listdir(tmp_path / "t" / "data" / "a" / "train" / "y")) == 2
-
-
-def test_a_direction_runs_on_the_light_presets_one_thread_wherever_it_runs(tmp_path, monkeypatch):
-    """The worker processes of --jobs 2 start with torch's own thread count; the cells still run on one."""
-    source, target = _write_set(tmp_path / "a", "a", 1), _write_set(tmp_path / "b", "b", 2)
-    seen = []
-    monkeypatch.setattr(adapt, "ynet_cell", lambda *a: seen.append(torch.get_num_threads()) or 0.5)
-    monkeypatch.setattr(adapt, "baseline_cell", lambda *a: seen.append(torch.get_num_threads()) or 0.5)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        adapt.table_cells(adapt.TableOptions(source=source, target=target, out=str(tmp_path / "t")), only=1)
-        assert seen and set(seen) == {1} and torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(threads)

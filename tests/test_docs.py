@@ -56,7 +56,7 @@ def _help(program, sub=None):
     import importlib
     import io
 
-    module = importlib.import_module({"train": "runs"}.get(program[:-3], program[:-3]))
+    module = importlib.import_module(program[:-3])
     entry = module.parse_args if hasattr(module, "parse_args") else module.main
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:

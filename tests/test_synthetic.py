@@ -58,13 +58,13 @@ def test_synthetic_domains_differ(domains):
 
 
 def test_the_demo_set_written_as_a_folder_loads_as_the_demo_generates_it(tmp_path):
-    import runs
+    import presets
     import train
 
     root = synthetic.write_dataset(str(tmp_path / "demo"), 3, 2, 64, synthetic.TRAIN_SEED,
                                    test_seed=synthetic.TRAIN_SEED + 1)
-    built_in = runs.load_slices(runs.make_config("unet", train_images=3, test_images=2, image_side=64))[0]
-    from_disk = runs.load_slices(runs.make_config("unet", preset="demo", data=root))[0]
+    built_in = train.load_slices(presets.make_config("unet", train_images=3, test_images=2, image_side=64))[1]
+    from_disk = train.load_slices(presets.make_config("unet", preset="demo", data=root))[1]
     for split in ("train", "test"):
         for a, b in zip(built_in[split], from_disk[split]):
             np.testing.assert_array_equal(a, b)

@@ -33,8 +33,8 @@ def test_every_network_the_programs_train_has_its_numbers():
 
 def test_every_table_row_of_reproduce_finds_the_thesis_numbers():
     for table, (rows, _) in reproduce.TABLES.items():
-        plan = rows(reproduce.data_names(table, quick=False, data=["lucchi", "kasthuri"])
-                    if table == "5.4" else ["lucchi"])
+        data = ("Lucchi++", "Kasthuri++") if table in ("5.4", "A1") else ("Lucchi++",)
+        plan = rows(reproduce.Request(table, data, reproduce.data_names(table, False, data), repeats=1))
         for data_rows in plan.values():
             for row in data_rows:
                 assert row.thesis.get("iou"), (table, row.key)

@@ -1,5 +1,6 @@
 """train.py: metrics on hand-made masks, schedules against their formulas and torch's own, and short
-end-to-end runs on tiny models and tiny synthetic images (outputs, eval-only, resume, refusals)."""
+end-to-end runs on tiny models and tiny synthetic images (outputs, prediction reproducing the run's own
+evaluation, resume, refusals)."""
 import csv
 import json
 import math
@@ -13,9 +14,10 @@ import torch
 from PIL import Image
 
 import data
+import evaluate
 import models
+import predict
 import presets
-import runs
 import schedules
 import synthetic
 import train
@@ -88,7 +90,7 @@ def _losses(out):
         return [(float(r["train_loss"]), float(r["val_loss"])) for r in csv.DictReader(f)]
 
 
-def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys, monkeypatch):
+def test_short_run_writes_every_output_and_prediction_reproduces_its_evaluation(tmp_path, monkeypatch):
     # Make epoch 2 the best and epoch 3 worse, so that best.pt and last.pt differ.
     original, calls = train.validate, {"n": 0}
 
@@ -107,13 +109,14 @@ def test_short_run_writes_every_output_and_eval_only_reproduces(tmp_path, capsys
     assert results["epochs_run"] == 3 and len(_losses(out)) == 3 and results["best_epoch"] == 2
     assert results["params"] == sum(p.numel() for p in models.build_model("unet", filters=4).parameters())
     assert Image.open(os.path.join(out, "pred_0.png")).size == (64, 64)
-    capsys.readouterr()
-    metrics = train.main(["--eval-only", os.path.join(out, "best.pt"), "--device", "cpu",
-                          "--out", str(tmp_path / "eval")])
-    for key in ("test_iou_f", "test_iou_f_global", "test_dice", "test_dice_global", "params"):
-        assert metrics[key] == pytest.approx(results[key], abs=1e-9), key
-    assert metrics["inference_patch"] == 256 and metrics["inference_ms_per_patch"] > 0
-    assert json.load(open(tmp_path / "eval" / "eval.json"))["test_iou_f"] == metrics["test_iou_f"]
+    # The same synthetic slices as a folder: predict.py scores the checkpoint exactly as the run did.
+    root = synthetic.write_dataset(str(tmp_path / "set"), 4, 2, 64, synthetic.TRAIN_SEED,
+                                   test_seed=synthetic.TRAIN_SEED + 1)
+    metrics = predict.main([os.path.join(out, "best.pt"), root, "--masks", root, "--device", "cpu",
+                            "--out", str(tmp_path / "eval")])
+    for key in ("test_iou_f", "test_iou_f_global", "test_dice", "test_dice_global"):
+        assert metrics[key] == results[key], key
+    assert json.load(open(tmp_path / "eval" / "metrics.json"))["test_iou_f"] == metrics["test_iou_f"]
     # The test numbers are those of the best epoch's weights, not the last epoch's.
     best = torch.load(os.path.join(out, "best.pt"), weights_only=False)["model"]
     last = torch.load(os.path.join(out, "last.pt"), weights_only=False)["model"]
@@ -224,12 +227,33 @@ def test_negative_seed_in_a_real_process_is_refused_before_any_folder(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_eval_only_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+def test_init_from_no_checkpoint_or_one_that_fits_nothing_is_refused_before_any_folder(tmp_path, capsys):
     bogus = tmp_path / "best.pt"
     bogus.write_text("hello")
+    other = tmp_path / "other.pt"  # a real checkpoint, of a network with nothing in common
+    torch.save({"model": {"stem.weight": torch.zeros(3, 3)}}, other)
+    _run(tmp_path, "cnn", "--epochs", "0")  # a unet F=4: only its output head's 1-element bias fits
+    for source, expected in ((bogus, "not a checkpoint"), (other, "1 tensors of no network"),
+                             (tmp_path / "cnn" / "best.pt", "holds a unet F=4; 1 of its")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(TINY + ["--arch", "unetr2d", "--filters", "6", "--epochs", "1", "--out",
+                               str(tmp_path / "o"), "--init-from", str(source)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()
+    assert "unetr2d mini F=6" in err  # both networks are named
+
+
+def test_amp_on_a_cpu_without_bf16_is_refused_before_any_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "bf16_supported", lambda device: False)
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--eval-only", str(bogus), "--device", "cpu"])
-    assert exit_info.value.code == 2 and "not a checkpoint" in capsys.readouterr().err
+        train.main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", "--amp"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "bf16" in err and "drop the flag" in err
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setattr(evaluate, "bf16_supported", lambda device: True)
+    assert _run(tmp_path, "amp", "--epochs", "1", "--amp")  # where the CPU has it, --amp trains
 
 
 def test_repeats_report_mean_and_resume_keeps_finished_seeds(tmp_path, monkeypatch, capsys):
@@ -249,12 +273,12 @@ def test_repeats_report_mean_and_resume_keeps_finished_seeds(tmp_path, monkeypat
     assert not os.path.exists(os.path.join(out, "seed-1", "results.json"))
     monkeypatch.setattr(train, "train_one_epoch", original)
     capsys.readouterr()
-    runs = train.main(["--out", out, "--resume", "--device", "cpu"])
+    results = train.main(["--out", out, "--resume", "--device", "cpu"])
     assert open(os.path.join(out, "seed-0", "results.json")).read() == first
     summary = json.load(open(os.path.join(out, "summary.json")))
-    values = [r["test_iou_f"] for r in runs]
+    values = [r["test_iou_f"] for r in results]
     assert summary["test_iou_f"] == values and summary["mean"] == pytest.approx(np.mean(values))
-    assert [r["run"]["fit"]["seed"] for r in runs] == [0, 1]
+    assert [r["run"]["fit"]["seed"] for r in results] == [0, 1]
     assert "over 2 runs" in capsys.readouterr().out
 
 
@@ -278,7 +302,7 @@ def test_init_loads_matching_tensors_and_keeps_a_different_position_embedding(tm
     train.main(small + ["--tile", "64", "--out", str(tmp_path / "b"), "--init-from",
                         str(tmp_path / "a" / "best.pt")])
     printed = capsys.readouterr().out
-    assert "kept as initialised: encoder.patch_embed.pos_embed" in printed and "encoder.blocks" in printed
+    assert "kept as initialised: 1 (encoder.patch_embed)" in printed and "encoder.blocks" in printed
     a = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "b" / "best.pt", weights_only=False)["model"]
     assert a["encoder.patch_embed.pos_embed"].shape != b["encoder.patch_embed.pos_embed"].shape
@@ -345,10 +369,10 @@ def test_val_fraction_zero_trains_on_every_tile_and_keeps_the_final_weights(tmp_
 
 
 def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(tmp_path, monkeypatch):
-    run = runs.make_config("unet", filters=4, tile=32, image_side=64, train_images=4, test_images=2,
-                           sampling="crops")
-    slices, _ = runs.load_slices(run)
-    train_set, val_set = train.datasets(run, *slices["train"], seed=0)
+    run = presets.make_config("unet", filters=4, tile=32, image_side=64, train_images=4, test_images=2,
+                              sampling="crops")
+    run, slices, _ = train.load_slices(run)
+    train_set, val_set = train.training_sets(run, *slices["train"], seed=0)
     images, masks = synthetic.synthetic_em(4, 64, 64, seed=synthetic.TRAIN_SEED)
     padded = data.pad_to_multiple(images, 32)
     kept = [i for i in range(4) if any(np.array_equal(padded[i], s) for s in train_set.images)]
@@ -374,7 +398,7 @@ def test_sampling_crops_holds_out_whole_slices_and_rotation_reaches_the_dataset(
     (["--rotation", "diagonal"], None),
 ])
 def test_data_pipeline_flags_default_to_the_thesis_and_refuse_bad_values(tmp_path, capsys, flags, expected):
-    run = runs.make_config("unet", data=str(tmp_path))
+    run = presets.make_config("unet", data=str(tmp_path))
     assert (run.rotation, run.sampling, run.val_fraction, run.preset) == ("any", "tiles", 0.1,
                                                                           "thesis")  # §4.3.2
     with pytest.raises(SystemExit) as exit_info:
@@ -406,26 +430,27 @@ def test_demo_runs_on_one_thread_threads_flag_overrides_and_the_caller_keeps_its
 
 def test_demo_turns_batchnorm_on_for_the_attention_gated_cnns_only():
     for arch in models.ARCHS:
-        assert bool(runs.make_config(arch).batch_norm) == (arch in ("attention_unet", "attention_ynet")), arch
-    assert runs.make_config("attention_unet", data="DIR").batch_norm is None  # the thesis: none
-    assert runs.make_config("attention_unet", batch_norm=False).batch_norm is False
-    run = runs.make_config("attention_ynet", filters=4)
+        assert bool(presets.make_config(arch).batch_norm) == (arch in presets.DEMO_BATCH_NORM), arch
+        assert presets.make_config(arch, preset="quick").batch_norm is None, arch  # quick: the thesis's
+    assert presets.make_config("attention_unet", data="DIR").batch_norm is None  # the thesis: none
+    assert presets.make_config("attention_unet", batch_norm=False).batch_norm is False
+    run = presets.make_config("attention_ynet", filters=4)
     model = models.build_model(run.arch, filters=4, **run.model_kwargs)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
 def test_presets_are_the_thesis_protocol_and_named_changes():
-    thesis = runs.make_config("unetr2d", data="DIR")
+    thesis = presets.make_config("unetr2d", data="DIR")
     assert (thesis.fit.epochs, thesis.fit.patience, thesis.fit.batch_size, thesis.fit.lr,
             thesis.fit.weight_decay, thesis.fit.optimizer, thesis.fit.scheduler, thesis.tile,
             thesis.filters) == \
         (360, 60, 6, 1e-4, 1e-5, "adamw", "cosine", 256, 32)  # §4.3.2, App. B Table 2
-    demo = runs.make_config("unetr2d")
+    demo = presets.make_config("unetr2d")
     assert demo.preset == "demo" and demo.fit.epochs == presets.DEMO_EPOCHS["unetr2d"] and demo.tile == 128
-    assert runs.make_config("unet").fit.epochs == presets.DEMO_EPOCHS["unet"]
-    assert runs.make_config("unet", preset="quick").fit.epochs == presets.QUICK["epochs"]
+    assert presets.make_config("unet").fit.epochs == presets.DEMO_EPOCHS["unet"]
+    assert presets.make_config("unet", preset="quick").fit.epochs == presets.QUICK["epochs"]
     # the thesis protocol on synthetic data
-    assert runs.make_config("unet", preset="thesis").fit.epochs == 360
+    assert presets.make_config("unet", preset="thesis").fit.epochs == 360
     for name, preset in presets.PRESETS.items():
         assert set(presets.THESIS) <= set(preset), name  # every preset is {**THESIS, ...}
     assert presets.differences({**presets.THESIS}) == ""
