@@ -34,9 +34,9 @@ ARCHS = {
     "attention_unet": {"cls": unet.AttentionUNet, "filters": 16, "sized": False,
                        "knobs": CNN_KNOBS + ("attention_gates",)},
     "unetr2d": {"cls": unetr2d.UNETR2D, "filters": 32, "sized": True,
-                "knobs": CNN_KNOBS + ("fused_attention",)},
+                "knobs": CNN_KNOBS + ("vit_dropout", "fused_attention")},
     "ynetr2d": {"cls": ynetr2d.YNETR2D, "filters": 32, "sized": True,
-                "knobs": CNN_KNOBS + ("fused_attention",)},
+                "knobs": CNN_KNOBS + ("vit_dropout", "fused_attention")},
     "attention_ynet": {"cls": unet.AttentionYNet, "filters": 32, "sized": False, "knobs": CNN_KNOBS},
 }
 
@@ -139,8 +139,6 @@ def rebuild(checkpoint, name="checkpoint"):
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"{name}: its tensors do not fit a {cfg['arch']} built from its own config "
                        f"({first}); the file is damaged or was edited") from None
-    if checkpoint["run"]["channels_last"]:  # the run's layout, so its evaluation is reproduced exactly
-        model = model.to(memory_format=torch.channels_last)
     return model
 
 

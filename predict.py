@@ -304,9 +304,11 @@ def main(argv=None):
 
 
 def load_model(path, flag="checkpoint"):
-    """(the model a best.pt/last.pt describes, with its weights; the RunConfig of the run that wrote it)."""
+    """(the model a best.pt/last.pt describes, with its weights, in its run's memory layout, so that its
+    evaluation is reproduced exactly; the RunConfig of the run that wrote it)."""
     ckpt = models.load_checkpoint(path, flag)
-    return models.rebuild(ckpt, f"{flag} {path}"), presets.RunConfig.from_dict(ckpt["run"])
+    model, run = models.rebuild(ckpt, f"{flag} {path}"), presets.RunConfig.from_dict(ckpt["run"])
+    return model.to(memory_format=torch.channels_last) if run.channels_last else model, run
 
 
 def prepared(run, pages):

@@ -25,6 +25,10 @@ import degrade
 import models
 
 
+# The model knobs among the settings (each arch takes those of models.ARCHS[arch]["knobs"]).
+KNOBS = ("batch_norm", "dropout", "vit_dropout", "activation", "init", "attention_gates", "fused_attention")
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """The loop's settings (train.fit; §4.3.2, App. B). Defaults: THESIS."""
@@ -67,6 +71,7 @@ class RunConfig:
     init_from: str             # a checkpoint whose matching tensors start the run (§3.3)
     batch_norm: bool           # model knobs (None: the arch's thesis best, Table 5.1 / App. B)
     dropout: object            # one rate, or one per level incl. the bottleneck
+    vit_dropout: float         # the ViT's attention and MLP dropout (UNETR-2D, YNETR-2D)
     activation: str
     init: str                  # glorot_uniform | he_normal
     attention_gates: bool
@@ -78,12 +83,12 @@ class RunConfig:
     test_images: int
     image_side: int
     repeats: int               # seeds seed .. seed + repeats - 1
+    steps: int                 # a budget of optimiser steps: the whole epochs nearest it (None: fit.epochs)
     preset: str
 
     @property
     def model_kwargs(self):
-        knobs = ("batch_norm", "dropout", "activation", "init", "attention_gates", "fused_attention")
-        return models.model_kwargs(self.arch, self.tile, **{k: getattr(self, k) for k in knobs})
+        return models.model_kwargs(self.arch, self.tile, **{k: getattr(self, k) for k in KNOBS})
 
     @property
     def network(self):
@@ -107,6 +112,7 @@ THESIS = {
     "filters": None,          # the arch's own (models.ARCHS): 16 for the U-Net family [34], 32 UNETR/YNETR
     "tile": 256,              # §4.3.1: 256x256 patches; also the transformers' input side
     "epochs": 360,            # §4.3.2, App. B Table 2
+    "steps": None,            # §4.3.2 counts epochs; a number: the whole epochs nearest that many steps
     "patience": 60,           # §4.3.2: early stopping on the validation loss, best weights restored
     "batch_size": 6,          # §4.3.2
     "lr": 1e-4,               # §4.3.2
@@ -122,6 +128,7 @@ THESIS = {
     "bn_momentum": 0.01,      # the thesis code's Keras BatchNorm (0.99 running average, torch's 0.01)
     "batch_norm": None,       # the arch's best (Table 5.1 / App. B): on for UNETR/YNETR, off for the U-Nets
     "dropout": None,          # the arch's best (Table 5.1): the U-Nets' 0.1-0.3 per level, none in UNETR-2D
+    "vit_dropout": None,      # the arch's own: 0.1 in the ViT's attention and MLP, as the thesis code
     "activation": None,       # the arch's best (Table 5.1): ELU for the U-Nets, ReLU for UNETR/YNETR
     "init": None,             # the arch's best (Table 5.1): He normal
     "attention_gates": None,  # the arch's own: only the Attention U-Net has them (Table 5.1, last row)
@@ -176,6 +183,23 @@ QUICK = {
     "epochs": 4,
 }
 
+# Real data on a CPU (train.py --data DIR --preset cpu): a fixed budget of steps, whatever the data's size,
+# that a 2-core CPU trains in 15-30 minutes with the evaluation of a Lucchi++-sized test set
+# (docs/training.md has its measurements on a real EM stack).
+CPU = {
+    **THESIS,
+    "filters": 16,            # the U-Net family's own; half UNETR's 32 (Table 5.2: F=16 0.846, F=32 0.853)
+    "steps": 800,             # not epochs: the same cost on 15 slices or 165
+    "patience": None,         # a budget this short is never past its best
+    "lr": 1e-3,               # ten times the thesis's: few steps to learn in
+    "batch_norm": True,       # without it a short run stays at "all background" (docs/rotation-study.md)
+    "bn_momentum": 0.1,       # Keras's 0.99 needs hundreds of steps to settle; torch's default
+    "dropout": 0.0, "vit_dropout": 0.0,  # a run this short does not overfit; dropout only slows learning
+    "loss": "bce_dice",       # the Dice term pulls thin foreground up early (App. B's other loss)
+    "rotation": "right",      # +0.08 IoU_F at 864 steps on a real stack: no bilinear smoothing
+    "channels_last": True,    # 7-20% faster convolutions on a CPU
+}
+
 # Table A.1's baselines on the built-in domains "a" and "b" (reproduce.py A1 --quick).
 LIGHT = {
     **THESIS,
@@ -212,7 +236,7 @@ ADAPT_LIGHT = {
     "threads": 1,             # as LIGHT: two directions share a 2-core machine
 }
 
-PRESETS = {"thesis": THESIS, "demo": DEMO, "quick": QUICK, "light": LIGHT}
+PRESETS = {"thesis": THESIS, "demo": DEMO, "quick": QUICK, "light": LIGHT, "cpu": CPU}
 
 
 def for_arch(name, arch):
@@ -234,8 +258,10 @@ def make_config(arch=None, preset=None, device_type="cpu", **given):
     unknown = set(given) - set(THESIS)
     if unknown:
         raise TypeError(f"make_config: no setting called {', '.join(sorted(unknown))}")
-    s = {**for_arch(preset, arch), **{k: v for k, v in given.items() if v is not None},
-         "arch": arch, "preset": preset}
+    given = {k: v for k, v in given.items() if v is not None}
+    s = {**for_arch(preset, arch), **given, "arch": arch, "preset": preset}
+    for knob in set(KNOBS) - set(models.ARCHS[arch]["knobs"]) - set(given):
+        s[knob] = None  # a preset's knob that this arch has not (the CPU preset's ViT dropout for a U-Net)
     s["filters"] = s["filters"] or models.ARCHS[arch]["filters"]
     if s["workers"] is None:
         s["workers"] = 4 if device_type == "cuda" else 0
@@ -272,7 +298,7 @@ def refuse_conflicts(s, fit):
 
 
 NONE_MEANS = {"filters": "the arch's", "batch_norm": "the arch's", "patience": "off",
-              "threads": "one per core"}
+              "threads": "one per core", "steps": "epochs"}
 
 
 def _shown(key, value):
@@ -285,7 +311,7 @@ def _shown(key, value):
 
 # What `differences` compares: the protocol's settings, not the run's inputs or the machine's choices
 # that every preset leaves alone.
-COMPARED = ("tile", "filters", "epochs", "patience", "batch_size", "lr", "weight_decay", "optimizer",
+COMPARED = ("tile", "filters", "epochs", "steps", "patience", "batch_size", "lr", "weight_decay", "optimizer",
             "scheduler", "loss", "alpha", "augment", "rotation", "sampling", "val_fraction", "bn_momentum",
             "batch_norm", "channels_last", "threads", "repeats")
 

@@ -6,7 +6,11 @@ vs mirror padding). The idea is U-Net's overlap-tile strategy (Ronneberger et al
 UNETR-2D and YNETR-2D only take 256x256 inputs, so a slice is cut into 256x256 windows at stride
 128 and only the central 128x128 "relevant patch" of each window is kept: every kept pixel saw
 context around it, which removed the seam errors of non-overlapping tiles (§4.2). The U-Net family
-is fully convolutional and predicts the whole slice in one pass (`predict_full`).
+is fully convolutional and predicts the whole slice in one pass (`predict_full`), up to 2048 x 2048
+pixels; a larger slice (a montage, which one pass would need tens of GB for) goes by overlapping
+2048-px windows of the same padded slice, each kept 128 px inside its borders. That is more than the
+U-Net's receptive field (94 px from a pixel), and the windows start on the 16-px grid of its poolings,
+so every kept pixel sees what it saw in one pass: the maps agree to float rounding.
 
 Mirror padding is NumPy 'symmetric' (the edge pixel is repeated), as `mirror_border` in the thesis
 code; zero padding hurt the transformers badly (§4.2, Fig. 4.4). Differences from the thesis code,
@@ -24,6 +28,9 @@ from torch import nn
 
 from data import pad_to_multiple, padding_for
 
+# The CNNs' one pass, and the windows of a larger slice (not in the thesis; its slices are 2.4 Mpx at most).
+FULL_PASS_PIXELS = 2048 * 2048
+CNN_WINDOW, CNN_MARGIN = 2048, 128
 # §4.2: 256x256 windows (the transformers' input), 128x128 relevant patches, 64 px context each side.
 WINDOW = 256
 KEEP = 128
@@ -155,16 +162,42 @@ def model_predict_fn(model: nn.Module, device=None) -> Callable[[np.ndarray], np
     return lambda batch: _probabilities(model, batch, device)
 
 
-def predict_full(model: nn.Module, image: np.ndarray, multiple: int = 16, device=None) -> np.ndarray:
+def predict_full(model: nn.Module, image: np.ndarray, multiple: int = 16, device=None,
+                 max_pixels: int = FULL_PASS_PIXELS, window: int = CNN_WINDOW,
+                 margin: int = CNN_MARGIN) -> np.ndarray:
     """Probability map of an (H, W) float32 image in [0, 1] from a fully convolutional model.
 
     Mirror-pads to a multiple of `multiple` as the training slices are (`data.pad_to_multiple`;
-    2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1), runs one forward pass and crops back.
+    2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1), runs one forward pass and crops back; a
+    padded slice of more than `max_pixels` goes by `window`-px windows of it (`cnn_windows`).
     Returns (H, W) float32 in [0, 1].
     """
     assert image.ndim == 2, f"expected an (H, W) image, got shape {image.shape}"
+    assert (window - 2 * margin) % multiple == 0, "windows must start on the poolings' grid"
     H, W = image.shape
     (top, _), (left, _) = padding_for(H, multiple), padding_for(W, multiple)
     padded = pad_to_multiple(image.astype(np.float32, copy=False), multiple)  # (H', W') float32, multiples
-    probs = _probabilities(model, padded[None], device)[0]  # (H', W') float32 in [0, 1]
+    if padded.size <= max_pixels:
+        probs = _probabilities(model, padded[None], device)[0]  # (H', W') float32 in [0, 1]
+    else:
+        probs = np.empty(padded.shape, np.float32)  # (H', W') float32, every pixel from one window
+        for r0, r1, keep_top, keep_bottom in cnn_windows(padded.shape[0], window, margin):
+            for c0, c1, keep_left, keep_right in cnn_windows(padded.shape[1], window, margin):
+                part = _probabilities(model, padded[None, r0:r1, c0:c1], device)[0]  # (r1-r0, c1-c0)
+                probs[keep_top:keep_bottom, keep_left:keep_right] = \
+                    part[keep_top - r0:keep_bottom - r0, keep_left - c0:keep_right - c0]
     return np.ascontiguousarray(probs[top:top + H, left:left + W])  # (H, W) float32 in [0, 1]
+
+
+def cnn_windows(size: int, window: int = CNN_WINDOW, margin: int = CNN_MARGIN):
+    """One axis of a padded slice of `size` px cut into windows of at most `window` px at stride
+    window - 2 * margin: (start, end, kept start, kept end) each. A window keeps what lies `margin` px
+    inside its inner borders; at the slice's own border it keeps up to it, as one pass sees it there."""
+    assert window > 2 * margin >= 0, f"need window > 2 * margin, got {window=}, {margin=}"
+    spans, start = [], 0
+    while True:
+        end = min(start + window, size)
+        spans.append((start, end, 0 if start == 0 else start + margin, size if end == size else end - margin))
+        if end == size:
+            return spans
+        start += window - 2 * margin

@@ -178,13 +178,22 @@ def log_epoch(out, state, cfg, label, clock):
           + ("" if cfg.pretext else f"val IoU_F {row['val_iou_f']:.3f}  ")
           + f"{row['seconds']:.1f}s  elapsed {cli.clock(now - clock['start'])}  ETA {cli.clock(eta)}",
           flush=True)
+    if row["epoch"] == clock["first_epoch"] + 1 and clock["cpu"] and eta > LONG_ON_A_CPU:
+        print(f"note: about {cli.clock(eta)} more on this CPU; --preset cpu trains on real data in a "
+              "fixed number of steps, 15-30 minutes on 2 cores (docs/training.md)", flush=True)
 
 
-def announce(label, meta, model, train_set, val_set, device):
-    """The line before the first epoch: the network (or the stage), its size, the tiles, the device."""
+LONG_ON_A_CPU = 2 * 3600  # seconds of ETA after which a CPU run names the CPU recipe
+
+
+def announce(label, meta, model, train_set, val_set, device, cfg):
+    """The line before the first epoch: the network (or the stage), its size, the tiles, the steps, the
+    device (what the run will cost: its ETA follows the first epoch)."""
     name = label or models.display_name(*(meta["config"][k] for k in ("arch", "size", "filters")))
+    steps = distributed.steps_per_epoch(len(train_set), cfg.batch_size)
     print(f"{name}: {models.count_parameters(model)[0]:,} parameters; {len(train_set)} training / "
-          f"{len(val_set)} validation tiles of {meta['run']['tile']}px on {device}")
+          f"{len(val_set)} validation tiles of {meta['run']['tile']}px; {steps} steps per epoch, "
+          f"{steps * cfg.epochs:,} in all, on {device}")
 
 
 @contextlib.contextmanager
@@ -223,10 +232,10 @@ def fit(model, train_set, val_set, cfg, device, out, *, meta, resume=False, labe
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "history": [], "train_seconds": 0.0,
                  "stopped": False, "val_loss_before": before}
         save_checkpoint(last, model, state, meta, optimizer, scheduler)
-    announce(label, meta, model, train_set, val_set, device)
+    announce(label, meta, model, train_set, val_set, device, cfg)
     net = distributed.training_module(model, device, compile=cfg.compile)  # DDP under torchrun; compiled
     distributed.seed_dropout(cfg.seed, state["epoch"])
-    clock.update(loop=time.perf_counter(), first_epoch=state["epoch"])
+    clock.update(loop=time.perf_counter(), first_epoch=state["epoch"], cpu=device.type == "cpu")
     with stopped_cleanly(last, state):
         for epoch in range(state["epoch"], 0 if state["stopped"] else cfg.epochs):
             start = time.perf_counter()
@@ -367,6 +376,9 @@ def train_run(run, slices, device, out, resume=False):
     """
     torch.manual_seed(run.fit.seed)  # weights and dropout; data order and augmentation have their own seeds
     train_set, val_set = training_sets(run, *slices["train"], run.fit.seed)
+    if run.steps:  # a budget of optimiser steps (the cpu preset): the whole epochs nearest it
+        per_epoch = distributed.steps_per_epoch(len(train_set), run.fit.batch_size)
+        run = replace(run, fit=replace(run.fit, epochs=max(1, round(run.steps / per_epoch))))
     model = build_network(run).to(device)
     network = models.display_name(run.arch, run.size, run.filters)
     if run.init_from and not resume:  # §3.3: fine-tune from a pre-trained run
@@ -430,6 +442,8 @@ def parse_args(argv):
     add("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
     add = p.add_argument_group("training (§4.3.2, App. B)").add_argument
     add("--epochs", type=cli.at_least(int, 0))
+    add("--steps", type=cli.at_least(int), help="a budget of optimiser steps instead: the whole epochs "
+        "nearest it, whatever the data's size (the cpu preset's)")
     add("--patience", type=cli.at_least(int), help="early-stopping patience on the validation loss")
     add("--batch-size", type=cli.at_least(int))
     add("--lr", type=cli.at_least(float, 0.0))
@@ -474,6 +488,7 @@ def add_data_and_machine_flags(p):
     add("--no-batch-norm", dest="batch_norm", action="store_false")
     add("--bn-momentum", type=cli.unit_interval, help="torch convention; 0.01 = Keras's 0.99 (the thesis's)")
     add("--dropout", type=cli.fraction, nargs="+", help="one rate, or one per level incl. bottleneck")
+    add("--vit-dropout", type=cli.fraction, help="UNETR/YNETR: the ViT's attention and MLP dropout (0.1)")
     add("--activation", choices=["relu", "elu", "gelu"])
     add("--init", help="kernel initialiser: glorot_uniform or he_normal (Table 5.1)")
     add("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1)")

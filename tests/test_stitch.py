@@ -207,3 +207,36 @@ def test_tiled_conv_sees_true_neighbours_across_seams():
                                            "symmetric"))
     out = predict_tiled(model_predict_fn(conv), image)
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["unet", "attention_ynet"])
+def test_a_cnn_predicts_a_montage_window_by_window_as_in_one_pass(arch, one_thread):
+    """Windows of the padded slice, kept 128 px inside their inner borders (more than the 94 px receptive
+    field) and on the poolings' 16-px grid, give the one-pass map to float rounding."""
+    import models
+
+    torch.manual_seed(0)
+    model = models.build_model(arch, filters=4, batch_norm=True).eval()
+    for module in model.modules():  # BatchNorm statistics other than the initial 0 and 1
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+    image = np.random.default_rng(0).random((300, 650), dtype=np.float32)  # padded to 304 x 656
+    whole = predict_full(model, image)
+    tiled = predict_full(model, image, max_pixels=1000, window=288, margin=128)  # windows of 288 x 288
+    assert tiled.shape == whole.shape == image.shape
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=2e-6)
+    cut = predict_full(model, image, max_pixels=1000, window=288 - 64, margin=96 - 64)  # inside the field
+    assert np.abs(cut - whole).max() > 1e-4  # too small a margin shows at the seams: the test can fail
+
+
+def test_cnn_windows_cover_each_pixel_once_and_start_on_the_grid():
+    from stitch import cnn_windows
+
+    for size in (16, 2048, 2064, 5000 - 5000 % 16, 20000):
+        spans = cnn_windows(size)
+        kept = np.zeros(size, int)
+        for start, end, k0, k1 in spans:
+            assert start % 16 == 0 and end - start <= 2048 and start <= k0 < k1 <= end
+            assert k0 - start >= (128 if start else 0) and end - k1 >= (128 if end < size else 0)
+            kept[k0:k1] += 1
+        assert (kept == 1).all(), size

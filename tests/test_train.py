@@ -455,3 +455,45 @@ def test_presets_are_the_thesis_protocol_and_named_changes():
         assert set(presets.THESIS) <= set(preset), name  # every preset is {**THESIS, ...}
     assert presets.differences({**presets.THESIS}) == ""
     assert presets.differences({**presets.THESIS, "tile": 128}) == "tile 128 (thesis 256)"
+
+
+def test_a_run_gives_its_steps_first_and_names_the_cpu_recipe_when_its_eta_is_long(tmp_path, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(train, "LONG_ON_A_CPU", 0)  # every ETA is long
+    _run(tmp_path, "long", "--epochs", "2")
+    out = capsys.readouterr().out
+    assert "14 training / 2 validation tiles of 32px; 4 steps per epoch, 8 in all, on cpu" in out
+    assert out.count("--preset cpu") == 1  # once, after the first epoch
+    monkeypatch.setattr(train, "LONG_ON_A_CPU", 10 ** 9)
+    _run(tmp_path, "short", "--epochs", "2")
+    assert "--preset cpu" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_the_optimisers_fused_kernel_takes_the_steps_of_torchs_plain_one(name):
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    plain = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    ours = schedules.make_optimizer(name, weights, 1e-2, 1e-2)
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    reference = cls(plain, lr=1e-2, **({"weight_decay": 1e-2} if name == "adamw" else {}))
+    for step in range(5):
+        for a, b in zip(weights, plain):
+            a.grad = b.grad = torch.sin(torch.arange(a.numel(), dtype=torch.float32) + step).reshape(a.shape)
+        ours.step(), reference.step()
+    for a, b in zip(weights, plain):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(a, torch.zeros_like(a))
+
+
+def test_vit_dropout_reaches_both_dropouts_of_the_transformer_and_is_refused_for_a_cnn(capsys):
+    def rates(run):
+        model = train.build_network(run)
+        return ({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)},
+                {m.dropout for m in model.modules() if hasattr(m, "q_proj")})
+    assert rates(presets.make_config("unetr2d", data="DIR", filters=4)) == ({0.1}, {0.1})  # the thesis's
+    assert rates(presets.make_config("ynetr2d", data="DIR", filters=4, vit_dropout=0.05))[1] == {0.05}
+    assert rates(presets.make_config("unetr2d", data="DIR", filters=4, vit_dropout=0.0)) == ({0.0}, {0.0})
+    with pytest.raises(SystemExit):
+        train.main(["--arch", "unet", "--vit-dropout", "0", "--summary"])
+    assert "--vit-dropout does not apply to --arch unet" in capsys.readouterr().err
