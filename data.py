@@ -4,12 +4,10 @@ Thesis: §4.1 (Lucchi++ and Kasthuri++ as stacks of 2D slices), §4.3.1 (mirror 
 of 256, sequential non-overlapping 256x256 patches, intensities in [0, 1]), §4.3.2 (10% of the
 training patches at random for validation; on-the-fly rotations and flips, the augmentation of [34]).
 `python data.py DIR` reports what a data-set folder holds before hours of training (docs/data.md).
+What a file's pixels mean (large slices, 16-bit intensities, mask values): imagefiles.py.
 
 Choices where the thesis code is silent or its libraries disagree:
-- Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names
-  compared; a mask pixel is foreground when its value is at least half the mask's full scale.
-- 16-bit slices are divided by 257 (65535 -> 255): one fixed map for every slice, so relative
-  intensities survive across the stack (a per-image min/max stretch would not keep them).
+- Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names compared.
 - Rotation fill is "reflect" as Keras's ImageDataGenerator means it (`rotation_range=180` in
   App. B is its argument): d c b a | a b c d | d c b a, the edge pixel repeated, i.e. NumPy's
   'symmetric'. imgaug's and scikit-image's "reflect" skip the edge pixel (NumPy 'reflect').
@@ -19,21 +17,17 @@ Shapes: n slices or tiles, H x W a slice, T the tile side; NumPy comments give d
 import math
 import os
 import re
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 import cli
+import imagefiles
+from imagefiles import DataError
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
-
-
-class DataError(cli.UsageError):
-    """Bad input data; the message names the file or folder, what is wrong and how to fix it."""
 
 
 # ---------------------------------------------------------------- loading (§4.1)
@@ -113,123 +107,41 @@ def image_files(folder):
     return [os.path.join(folder, n) for n in names]
 
 
-def _grey(page, name):
-    """One Pillow page of an image file -> ((H, W) uint8, note on the conversion or None)."""
-    mode = page.mode
-    if mode == "L":
-        return np.asarray(page, dtype=np.uint8), None           # (H, W) uint8 in [0, 255]
-    if mode == "1":
-        return np.asarray(page, dtype=np.uint8) * 255, "1-bit images scaled to 0/255"
-    if mode == "F":
-        raise DataError(f"{name}: floating-point image; save it as 8-bit (or 16-bit) grey")
-    if mode.startswith("I"):
-        raw = np.asarray(page).astype(np.int64)                 # (H, W) int64
-        if raw.min() < 0 or raw.max() > 65535:
-            raise DataError(f"{name}: integer values outside 0..65535; save it as 8-bit or 16-bit grey")
-        # one fixed map for every slice, so relative intensities survive across the stack
-        return ((raw + 128) // 257).astype(np.uint8), "16-bit images divided by 257 to 8-bit"
-    # RGB, RGBA, P, LA, CMYK...: Pillow's ITU-R 601-2 luma, alpha dropped
-    return np.asarray(page.convert("L"), dtype=np.uint8), f"{mode} images converted to grey (luminance)"
+def _page_names(path, n):
+    """One name per page of a file: the file, or "file (page k)" in a stack."""
+    return [path] if n == 1 else [f"{path} (page {k + 1})" for k in range(n)]
 
 
-def _mask_levels(page):
-    """One Pillow page of a mask file -> (raw values (H, W), their full scale: 1 for values up to 1, as
-    0/1 and 1-bit masks hold, else 255 or 65535). Colour masks: the brightest of R, G, B, never alpha."""
-    raw = np.asarray(page)                                      # (H, W) or (H, W, C), any dtype
-    if raw.ndim == 3:
-        raw = raw[..., :3].max(axis=-1) if raw.shape[-1] >= 3 else raw[..., 0]  # alpha is no label
-    if raw.dtype == bool:
-        raw = raw.astype(np.uint8)
-    top = raw.max() if raw.size else 0
-    return raw, (1 if top <= 1 else 255 if top <= 255 else 65535)
-
-
-def _value_counts(raw):
-    """{value: pixels} of a mask page, fast for 8-bit ones."""
-    if raw.dtype == np.uint8:
-        counts = np.bincount(raw.ravel(), minlength=256)
-        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
-    values, counts = np.unique(raw, return_counts=True)
-    return dict(zip(values.tolist(), counts.tolist()))
-
-
-def read_files(paths, is_mask=False, notes=None):
+def read_files(paths, is_mask=False, notes=None, intensity=None):
     """Every page of every file -> list of (path, list of (H, W) uint8 pages); a TIFF stack is one entry.
 
-    Images: 8-bit grey, or converted (colour to luminance, 16-bit divided by 257, 1-bit to 0/255).
-    Masks: a pixel is foreground (1) when its value is at least half the mask's full scale, so 0/1 and
-    0/255 masks keep their two levels and Kasthuri++'s 2 (the empty area outside the imaged region) is
-    background. `notes` (a dict) gathers what the data report tells: "modes", "converted", for masks
-    "values" ({(value, full scale): pixels}) and "scales"; without it conversions and odd mask values warn.
+    Images: 8-bit grey, or converted (colour to luminance, 1-bit to 0/255, 16-bit and 32-bit integers by
+    one linear map for all the files: `intensity` (low, high) when given, as a run records it, else their
+    own range; imagefiles.to_uint8). Masks in {0, 1}, by the rule the values of all the files call for
+    (imagefiles.to_binary). `notes` (a dict) gathers what the data report tells (imagefiles.new_note, and
+    "intensity": the map used, None when values were kept); without it, conversions warn.
     """
-    note = {} if notes is None else notes
-    for key, empty in (("modes", set), ("converted", set), ("scales", set), ("values", Counter)):
-        note.setdefault(key, empty())
-    files = []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                files.append((path, [_page(im, k, path, is_mask, note)
-                                     for k in range(getattr(im, "n_frames", 1))]))
-        except (OSError, ValueError, SyntaxError, EOFError) as e:  # includes UnidentifiedImageError
-            raise DataError(f"{path}: cannot read this file as an image ({' '.join(str(e).split())}); "
-                            "replace or remove the corrupt file") from e
+    note = imagefiles.new_note() if notes is None else notes
+    raw = [(path, imagefiles.read_pages(path, is_mask, note)) for path in paths]
+    pages = [page for _, file_pages in raw for page in file_pages]
+    names = [name for path, file_pages in raw for name in _page_names(path, len(file_pages))]
+    pages = (imagefiles.to_binary(pages, note) if is_mask
+             else imagefiles.to_uint8(pages, names, note, intensity))
+    files, start = [], 0
+    for path, file_pages in raw:
+        files.append((path, pages[start:start + len(file_pages)]))
+        start += len(file_pages)
     if notes is None and paths:
-        warn_about(os.path.dirname(paths[0]), note)
+        imagefiles.warn_about(os.path.dirname(paths[0]), note)
     return files
 
 
-def _page(im, k, path, is_mask, note):
-    """Page k of an open image file as (H, W) uint8: grey levels, or a {0, 1} mask (read_files)."""
-    im.seek(k)
-    note["modes"].add(im.mode)
-    if not is_mask:
-        array, converted = _grey(im, path if getattr(im, "n_frames", 1) == 1 else f"{path} (page {k + 1})")
-        note["converted"] |= {converted} - {None}
-        return array
-    raw, scale = _mask_levels(im)
-    note["values"].update({(v, scale): c for v, c in _value_counts(raw).items()})
-    note["scales"].add(scale)
-    if np.asarray(im).ndim == 3:
-        note["converted"].add(f"{im.mode} masks read from their colour channels, not alpha")
-    return (raw.astype(np.float64) * 2 >= scale).astype(np.uint8)  # (H, W) uint8 in {0, 1}
-
-
-def mask_rule(values):
-    """A line naming the mask values found besides the two levels (0 and the full scale) and the rule
-    applied to them, or None when there are none. values: {(value, full scale): pixels}."""
-    extra = sorted((v, s) for v, s in values if v not in (0, s))
-    if not extra:
-        return None
-    scale = max(s for _, s in values)
-    shown = ", ".join(f"{v:g}" for v, _ in extra[:6]) + (" ..." if len(extra) > 6 else "")
-    cut = {1: "0.5 of 1", 255: "128 of 255", 65535: "32768 of 65535"}[scale]
-    below = [(v, s) for v, s in extra if v * 2 < s]
-    low = "none is background"
-    if below:
-        named = (", ".join(f"{v:g}" for v, _ in below) if len(below) <= 3
-                 else f"the {len(below)} values below half")
-        low = (f"{named} ({sum(values[b] for b in below)} pixels) {'is' if len(below) == 1 else 'are'} "
-               "background")
-    return (f"masks hold {len(extra)} value{'s' if len(extra) > 1 else ''} besides 0 and {scale} "
-            f"({shown}) on {sum(values[e] for e in extra)} pixels; a pixel is foreground when it is at "
-            f"least half the full scale (>= {cut}), so {low}")
-
-
-def warn_about(folder, note):
-    """The notes of one folder (read_files) as warnings: conversions, and mask values besides the levels."""
-    for line in sorted(note.get("converted", ())) + [mask_rule(note.get("values", {}))]:
-        if line:
-            warnings.warn(f"{folder}: {line}", stacklevel=3)
-
-
-def _read_folder(folder, is_mask, notes):
-    """Every page of every file in `folder` -> (list of (H, W) uint8, one name per page, the files)."""
-    arrays, names, files = [], [], read_files(image_files(folder), is_mask, notes)
-    for path, pages in files:
-        arrays += pages
-        names += [path] if len(pages) == 1 else [f"{path} (page {k + 1})" for k in range(len(pages))]
-    return arrays, names, [path for path, _ in files]
+def _read_folder(folder, is_mask, note):
+    """Every page of every file in `folder` as stored -> (raw pages, one name per page, the files)."""
+    files = image_files(folder)
+    raw = [imagefiles.read_pages(path, is_mask, note) for path in files]
+    names = [name for path, pages in zip(files, raw) for name in _page_names(path, len(pages))]
+    return [page for pages in raw for page in pages], names, files
 
 
 def hw(shape):
@@ -275,61 +187,64 @@ class Split:
     mask_names: list        # the same for the masks, or None
     layout: str             # the LAYOUTS entry found
     folders: tuple          # (images folder, masks folder)
-    notes: dict             # "images"/"masks": {"converted", "values", "scales"} from read_files
+    notes: dict             # "images"/"masks": what imagefiles.read_pages and its conversions noted
     numbers_checked: bool   # whether the pairs' slice numbers were compared
     split: str = "train"
+    intensity: tuple = None  # (low, high) raw values mapped onto 0..255, or None (values kept)
 
 
-def read_split(root, split, masks=True):
-    """Load one split of a data-set folder (either layout) -> Split; every page counts as a slice. A missing
-    folder, an unreadable or odd-sized slice, or masks that do not pair raise DataError naming the fix."""
+def read_split(root, split, masks=True, intensity=None):
+    """Load one split of a data-set folder (either layout) -> Split; every page counts as a slice.
+
+    intensity: (low, high) raw values mapped onto 0..255 for 16-bit and 32-bit slices, or None: 8-bit
+    slices kept as they are, deeper ones by the range of the split's own pixels (imagefiles.to_uint8); read
+    the training split first and the test split with its `intensity`. A missing folder, an unreadable
+    slice, or masks that do not pair raise DataError naming the fix.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     layout, folders = find_layout(root)
     x_dir, y_dir = folders[split]
-    notes = {"images": {}, "masks": {}}
+    notes = {"images": imagefiles.new_note(), "masks": imagefiles.new_note()}
     images, image_names, x_files = _read_folder(x_dir, False, notes["images"])
     labels, label_names, checked = None, None, False
     if masks:
         labels, label_names, y_files = _read_folder(y_dir, True, notes["masks"])
         checked = pair_files(len(images), x_files, len(labels), y_files, x_dir, y_dir)
-        for image, label, image_name, label_name in zip(images, labels, image_names, label_names):
+        for image, (label, _), image_name, label_name in zip(images, labels, image_names, label_names):
             if image.shape != label.shape:
                 raise DataError(f"{label_name}: mask is {hw(label.shape)} but its image "
                                 f"{image_name} is {hw(image.shape)} (HxW); a mask must match "
                                 "its image pixel for pixel")
+    images = imagefiles.to_uint8(images, image_names, notes["images"], intensity)
+    labels = imagefiles.to_binary(labels, notes["masks"]) if masks else None
     usual = Counter(a.shape for a in images).most_common(1)[0][0]
     for image, image_name in zip(images, image_names):
         if image.shape != usual:
             raise DataError(f"{image_name}: slice is {hw(image.shape)} but the other slices of "
                             f"{x_dir} are {hw(usual)} (HxW); crop or pad the slices of a split to one size")
-    return Split(np.stack(images), np.stack(labels) if masks else None, image_names, label_names,
-                 layout, (x_dir, y_dir), notes, checked, split)
+    return Split(np.stack(images), np.stack(labels) if masks else None, image_names, label_names, layout,
+                 (x_dir, y_dir), notes, checked, split, notes["images"]["intensity"])
 
 
 def warn_notes(part):
-    """The notes of a loaded Split as warnings, one per folder and kind (warn_about). Returns the Split."""
+    """The notes of a loaded Split as warnings, one per folder and kind. Returns the Split."""
     for folder, key in zip(part.folders, ("images", "masks")):
-        warn_about(folder, part.notes[key])
+        imagefiles.warn_about(folder, part.notes[key])
     return part
 
 
-def load_split(root, split, masks=True):
-    """Load `split` of a data-set folder -> ((n, H, W) uint8, (n, H, W) uint8 in {0, 1} or None),
-    `read_split` with its notes as warnings."""
-    part = warn_notes(read_split(root, split, masks))
+def load_split(root, split, masks=True, intensity=None):
+    """Load `split` of a data-set folder -> (images, masks or None) as Split holds them, `read_split` with
+    its notes as warnings."""
+    part = warn_notes(read_split(root, split, masks, intensity))
     return part.images, part.masks
 
 
 # ---------------------------------------------------------------- the data report: python data.py DIR
 
-MODES = {"1": "1-bit", "L": "8-bit grey", "I;16": "16-bit grey", "I;16B": "16-bit grey",
-         "I": "32-bit integer", "F": "32-bit float", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA",
-         "P": "8-bit palette", "LA": "grey + alpha"}
-
-
 def _modes(note):
-    return ", ".join(f"{MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
+    return ", ".join(f"{imagefiles.MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
 
 
 def describe_split(s, root):
@@ -345,27 +260,23 @@ def describe_split(s, root):
         lines.append(f"  masks: none ({rel(s.folders[1])} not found): an unlabelled set, for adapt.py "
                      "--target")
         return lines
-    values, rule = s.notes["masks"]["values"], mask_rule(s.notes["masks"]["values"])
-    total = sum(values.values())
-    at_zero = 100 * sum(c for (v, _), c in values.items() if v == 0) / total
-    at_top = 100 * sum(c for (v, scale), c in values.items() if v == scale) / total
-    scales = "/".join(str(scale) for scale in sorted(s.notes["masks"]["scales"]))
-    lines.append(f"  masks {_modes(s.notes['masks'])}: values 0 ({at_zero:.2f}%) and {scales} ({at_top:.2f}%)"
-                 + (f"; {rule}" if rule else ", the upper one foreground"))
+    lines.append(f"  masks {_modes(s.notes['masks'])}: {imagefiles.mask_summary(s.notes['masks'])}")
     lines.append(f"  foreground: {100 * s.masks.mean():.2f}% of the pixels")
     pairs = "; ".join(f"{rel(a)} + {rel(b)}" for a, b in zip(s.image_names[:3], s.mask_names[:3]))
     how = "slice numbers agree" if s.numbers_checked else "names carry no slice numbers to compare"
-    lines.append(f"  pairs in natural name order ({how}): {pairs}" + (" ..." if n > 3 else ""))
+    lines.append(f"  pairs in natural name order ({how}): {pairs}" + (" ..." if len(s.images) > 3 else ""))
     return lines
 
 
 def report(root, out=print):
-    """The data report of a data-set folder, split by split; raises DataError at the first problem."""
+    """The data report of a data-set folder, split by split; raises DataError at the first problem. The
+    test split is read with the training split's intensity map, as a run reads it."""
     layout, folders = find_layout(root)
     out(f"{root}: layout {layout}")
-    splits = {}
+    splits, intensity = {}, None
     for split in ("train", "test"):  # each split's lines before the next is read: a problem comes last
-        splits[split] = read_split(root, split, masks=os.path.isdir(folders[split][1]))
+        splits[split] = read_split(root, split, os.path.isdir(folders[split][1]), intensity)
+        intensity = splits[split].intensity
         out("\n".join(describe_split(splits[split], root)))
     unlabelled = [s for s, part in splits.items() if part.masks is None]
     n_train, n_test = len(splits["train"].images), len(splits["test"].images)
