@@ -4,7 +4,7 @@ Thesis: §4.1 (Lucchi++ and Kasthuri++ as stacks of 2D slices), §4.3.1 (mirror 
 of 256, sequential non-overlapping 256x256 patches, intensities in [0, 1]), §4.3.2 (10% of the
 training patches at random for validation; on-the-fly rotations and flips, the augmentation of [34]).
 `python data.py DIR` reports what a data-set folder holds before hours of training (docs/data.md).
-What a file's pixels mean (large slices, 16-bit intensities, mask values): imagefiles.py.
+What a file's pixels mean (large slices, 16-bit intensities, mask values, label images): imagefiles.py.
 
 Choices where the thesis code is silent or its libraries disagree:
 - Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names compared.
@@ -17,6 +17,7 @@ Shapes: n slices or tiles, H x W a slice, T the tile side; NumPy comments give d
 import math
 import os
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -192,6 +193,13 @@ class Split:
     split: str = "train"
     intensity: tuple = None  # (low, high) raw values mapped onto 0..255, or None (values kept)
 
+    @property
+    def foreground(self):
+        """The share of mask pixels that are foreground, or None without masks."""
+        if self.masks is None:
+            return None
+        return sum(int(m.sum()) for m in self.masks) / max(1, sum(m.size for m in self.masks))
+
 
 def read_split(root, split, masks=True, intensity=None):
     """Load one split of a data-set folder (either layout) -> Split; every page counts as a slice.
@@ -243,6 +251,12 @@ def load_split(root, split, masks=True, intensity=None):
 
 # ---------------------------------------------------------------- the data report: python data.py DIR
 
+NO_FOREGROUND = {  # why a split whose masks hold no foreground pixel is a problem
+    "train": "train.py refuses a training split without foreground, except for a pretext run (--pretext)",
+    "test": "IoU_F is then 1 for a slice predicted empty and 0 for any false positive (an empty prediction "
+            "of an empty mask scores 1), a score that says nothing about finding mitochondria"}
+
+
 def _modes(note):
     return ", ".join(f"{imagefiles.MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
 
@@ -261,7 +275,8 @@ def describe_split(s, root):
                      "--target")
         return lines
     lines.append(f"  masks {_modes(s.notes['masks'])}: {imagefiles.mask_summary(s.notes['masks'])}")
-    lines.append(f"  foreground: {100 * s.masks.mean():.2f}% of the pixels")
+    lines.append(f"  foreground: {100 * s.foreground:.2f}% of the pixels" if s.foreground
+                 else f"  foreground: none, not one pixel; a problem: {NO_FOREGROUND[s.split]}")
     pairs = "; ".join(f"{rel(a)} + {rel(b)}" for a, b in zip(s.image_names[:3], s.mask_names[:3]))
     how = "slice numbers agree" if s.numbers_checked else "names carry no slice numbers to compare"
     lines.append(f"  pairs in natural name order ({how}): {pairs}" + (" ..." if len(s.images) > 3 else ""))
@@ -279,22 +294,27 @@ def report(root, out=print):
         intensity = splits[split].intensity
         out("\n".join(describe_split(splits[split], root)))
     unlabelled = [s for s, part in splits.items() if part.masks is None]
+    empty = [s for s, part in splits.items() if part.foreground == 0]
     n_train, n_test = len(splits["train"].images), len(splits["test"].images)
-    out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py --target "
-        "reads none" if unlabelled else
-        f"ok: {n_train} train and {n_test} test slices, each paired with its own mask")
+    if empty:
+        out(f"not ok: the {' and '.join(empty)} masks hold no foreground pixel (see above)")
+    else:
+        out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py "
+            "--target reads none" if unlabelled else
+            f"ok: {n_train} train and {n_test} test slices, each paired with its own mask")
     return splits
 
 
 def main(argv=None):
-    """python data.py DIR: the data report before hours of training (exit 2 on the first problem)."""
+    """python data.py DIR: the data report before hours of training. Exit 0 when it ends "ok", 1 when it
+    names a problem in readable data (masks without foreground), 2 on the first unreadable one."""
     return cli.main(report_command, argv)
 
 
 def report_command(args):
     if len(args) != 1 or args[0].startswith("-"):
         raise cli.UsageError(f"usage: python data.py DIR  (a data-set folder: {LAYOUT_HELP})")
-    return report(args[0])
+    return int(any(part.foreground == 0 for part in report(args[0]).values()))
 
 
 # ---------------------------------------------------------------- tiles (§4.3.1, §4.3.2)
@@ -507,4 +527,4 @@ def _tensor(array):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

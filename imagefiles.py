@@ -14,7 +14,9 @@ besides, and how this module reads it, is our decision, since the thesis is sile
   refused: no single map fits both.
 - Masks: a pixel is foreground when its value is at least half its page's full scale (1, 255 or 65535), so
   0/1, 0/255 and 1-bit masks keep their two levels and Kasthuri++'s 2 (the empty area outside the imaged
-  region) is background; colour masks are read from the brightest of R, G, B, never alpha.
+  region) is background; colour masks are read from the brightest of R, G, B, never alpha. A mask folder
+  that looks like a label image (`is_label_image`, decided over all its pages) is read instead as "every
+  non-zero id is foreground".
 Shapes: H x W a page; NumPy comments give dtype and range.
 """
 import contextlib
@@ -97,7 +99,7 @@ def opened(path):
 
 def new_note():
     """What reading a folder tells the data report: modes, conversions, and for masks their values."""
-    return {"modes": set(), "converted": set(), "scales": set(), "values": Counter()}
+    return {"modes": set(), "converted": set(), "scales": set(), "values": Counter(), "pairs": [0, 0]}
 
 
 def read_pages(path, is_mask, note):
@@ -232,6 +234,9 @@ def _mask_page(page, note):
     scale = 1 if top <= 1 else 255 if top <= 255 else 65535
     note["values"].update({(v, scale): c for v, c in _value_counts(raw).items()})
     note["scales"].add(scale)
+    both = (raw[:, :-1] != 0) & (raw[:, 1:] != 0)              # (H, W - 1) bool: neighbours in a row
+    note["pairs"][0] += int(np.count_nonzero(both & (raw[:, :-1] == raw[:, 1:])))
+    note["pairs"][1] += int(np.count_nonzero(both))
     return raw, scale
 
 
@@ -244,16 +249,50 @@ def _value_counts(raw):
     return dict(zip(values.tolist(), counts.tolist()))
 
 
+def _ids(values):
+    """{non-zero value: pixels}, every page's full-scale value counted as one ("full scale")."""
+    held = Counter()
+    for (value, scale), pixels in values.items():
+        if value != 0:
+            held["full scale" if value == scale else value] += pixels
+    return held
+
+
+def is_label_image(values, pairs):
+    """Whether a mask folder is a label image, one integer id per object. values: {(value, full scale):
+    pixels} over all its pages; pairs: (equal, all) pairs of non-zero neighbours in a row.
+
+    Four signs, all needed: at least 3 non-zero values (every page's full scale counted as one, so
+    Kasthuri++'s 0/2/255 is no label image); none on half of the non-zero pixels or more (the full scale of
+    an anti-aliased 0/255 mask holds nearly all); the third largest on at least a tenth of the largest's
+    pixels (objects, not the few edge pixels of anti-aliasing beside two large levels); and constant within
+    objects, at least 4 of 5 neighbouring pairs equal (a soft or probability mask changes pixel to pixel).
+    Integer values only. A class map (1 mitochondria, 2 membranes ...) looks the same: keep one class a mask.
+    """
+    held = _ids(values)
+    top = sorted(held.values(), reverse=True)
+    equal, total = pairs
+    return (len(top) >= 3 and 2 * top[0] < sum(top) and 10 * top[2] >= top[0] and 5 * equal >= 4 * total
+            and all(float(v).is_integer() for v in held if v != "full scale"))
+
+
 def to_binary(pages, note):
-    """Raw mask pages (`read_pages`) -> (H, W) uint8 in {0, 1} each: foreground where the value is at
-    least half the page's full scale."""
-    return [(raw >= (scale + 1) / 2).astype(np.uint8) for raw, scale in pages]
+    """Raw mask pages (`read_pages`) -> (H, W) uint8 in {0, 1} each, by the folder's rule: note["rule"] is
+    "labels" (every non-zero id is foreground) or "levels" (at least half the page's full scale)."""
+    labels = is_label_image(note["values"], note["pairs"])
+    note["rule"] = "labels" if labels else "levels"
+    return [((raw != 0) if labels else (raw >= (scale + 1) / 2)).astype(np.uint8) for raw, scale in pages]
 
 
-def mask_rule(values):
+def mask_rule(values, rule="levels"):
     """A line naming the mask values besides the two levels (0 and the full scale) and the rule applied to
-    them, or None when there are none. values: {(value, full scale): pixels}."""
+    them, or None when there are none. values: {(value, full scale): pixels}; rule: see to_binary."""
     extra = sorted((v, s) for v, s in values if v not in (0, s))
+    if rule == "labels":
+        ids = sorted(v for v in _ids(values) if v != "full scale")
+        shown = f"{ids[0]:g}..{ids[-1]:g}" if ids else ""
+        return (f"masks hold {len(_ids(values))} ids ({shown}), none on half the non-zero pixels, each "
+                "constant within its objects: read as a label image, every non-zero id is foreground")
     if not extra:
         return None
     scale = max(s for _, s in values)
@@ -274,6 +313,8 @@ def mask_rule(values):
 def mask_summary(note):
     """The data report's words on a folder's mask values (`new_note`) and the rule applied to them."""
     values = note["values"]
+    if note.get("rule") == "labels":
+        return mask_rule(values, "labels")
     total = sum(values.values())
     at_zero = 100 * sum(c for (v, _), c in values.items() if v == 0) / total
     at_top = 100 * sum(c for (v, scale), c in values.items() if v == scale) / total
@@ -285,7 +326,7 @@ def mask_summary(note):
 
 def warn_about(folder, note):
     """The notes of one folder as warnings: conversions, and mask values besides the two levels."""
-    rule = mask_rule(note.get("values", {}))
+    rule = mask_rule(note.get("values", {}), note.get("rule", "levels"))
     for line in sorted(note.get("converted", ())) + [rule]:
         if line:
             warnings.warn(f"{folder}: {line}", stacklevel=3)

@@ -1,5 +1,6 @@
-"""Data as users bring it (data.py, imagefiles.py): whole montages and 12-bit cameras.
-Generated files only; a small file stands in for a montage where only Pillow's guard sees the size."""
+"""Data as users bring it (data.py, imagefiles.py): whole montages, 12-bit cameras, label images, masks
+without foreground. Generated files only; a small
+file stands in for a montage where only Pillow's guard sees the size."""
 import os
 import warnings
 
@@ -217,3 +218,105 @@ def test_8_bit_and_deeper_slices_in_one_split_are_refused(tmp_path):
     eight = str(tmp_path / "test" / "x" / "s00.png")        # an 8-bit slice under a 16-bit run's map
     message = _one_line_error(data.read_files, [eight], intensity=(50, 4050))
     assert "s00.png" in message and "8-bit" in message and "50..4050" in message
+
+
+# ---------------------------------------------------------------- masks
+
+def _label_image(n=3, side=64, first=1, per_page=4, seed=0, dtype=np.uint8):
+    """(n, side, side) label images: `per_page` discs a page, ids first, first + 1, ... over the stack."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:side, 0:side]
+    labels = np.zeros((n, side, side), dtype)
+    for k in range(n * per_page):
+        r, c = rng.integers(8, side - 8, size=2)
+        labels[k // per_page][(rows - r) ** 2 + (cols - c) ** 2 < rng.integers(16, 50)] = first + k
+    return labels
+
+
+@pytest.mark.parametrize("first, dtype", [(1, np.uint8), (37, np.uint16)])
+def test_a_label_image_reads_every_non_zero_id_as_foreground(tmp_path, first, dtype):
+    labels = _label_image(first=first, dtype=dtype, per_page=4 if dtype == np.uint8 else 87)
+    images, _ = _blobs(n=3, h=64, w=64)
+    root = _write_split(str(tmp_path), "test", images, labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, y = data.load_split(root, "test")
+    np.testing.assert_array_equal(y, (labels != 0).astype(np.uint8))
+    assert y.mean() > 0.05                                  # half the full scale would have kept none
+    ids = np.unique(labels[labels > 0])
+    shown = f"masks hold {len(ids)} ids ({ids[0]}..{ids[-1]})"
+    assert any(shown in str(w.message) and "label image" in str(w.message) for w in caught)
+    assert shown in _report_with_train_labels(root, first, dtype)
+
+
+def _report_with_train_labels(root, first, dtype):
+    images, _ = _blobs(n=3, h=64, w=64)
+    _write_split(root, "train", images, _label_image(first=first, dtype=dtype, seed=1))
+    return _report(root)
+
+
+def test_one_slice_never_flips_the_rule_of_its_folder(tmp_path):
+    """A page holding only id 1 (its own full scale) or no object reads as its folder reads."""
+    labels = _label_image(n=4)
+    labels[1][labels[1] > 0] = 1
+    labels[2] = 0
+    images, _ = _blobs(n=4, h=64, w=64)
+    root = _write_split(str(tmp_path), "test", images, labels)
+    part = data.read_split(root, "test")
+    assert part.notes["masks"]["rule"] == "labels"
+    np.testing.assert_array_equal(part.masks, (labels != 0).astype(np.uint8))
+
+
+def test_masks_that_are_not_label_images_keep_the_half_scale_rule(tmp_path):
+    """Anti-aliased 0/255 with a few edge values, Kasthuri++'s border 2 larger than the objects with a few
+    edge values, a soft (probability-like) mask: none is a label image."""
+    rows, cols = np.mgrid[0:64, 0:64]
+    antialiased = np.where((rows - 30) ** 2 + (cols - 30) ** 2 < 300, 255, 0).astype(np.uint8)
+    antialiased[13, 25:31], antialiased[47, 28:31] = [3, 60, 127, 128, 200, 254], [9, 90, 190]
+    kasthuri = np.zeros((64, 64), np.uint8)                 # border and object of one area: no majority
+    kasthuri[10:30, 10:40], kasthuri[4:, 54:] = 255, 2
+    kasthuri[9, 12:17], kasthuri[30, 20:24] = [40, 80, 120, 160, 200], [60, 130, 190, 250]
+    soft = np.round(255 * np.exp(-((rows - 32) ** 2 + (cols - 32) ** 2) / 400.0)).astype(np.uint8)
+    for name, mask in (("antialiased", antialiased), ("kasthuri", kasthuri), ("soft", soft)):
+        root = _write_split(str(tmp_path / name), "test", _blobs(n=2, h=64, w=64)[0], [mask, mask])
+        part = data.read_split(root, "test")
+        assert part.notes["masks"]["rule"] == "levels", name
+        np.testing.assert_array_equal(part.masks[0], (mask >= 128).astype(np.uint8))
+
+
+@pytest.mark.parametrize("values, pairs, expected", [
+    ({(0, 255): 900, (1, 255): 300, (2, 255): 250, (3, 255): 200}, (700, 720), True),   # ids 1..3
+    ({(0, 255): 900, (1, 255): 300, (2, 255): 250, (3, 255): 200}, (500, 720), False),  # not flat: soft
+    ({(0, 255): 900, (1, 255): 300, (2, 255): 250, (3, 255): 200}, (576, 720), True),   # 4 of 5: labels
+    ({(0, 255): 900, (1, 255): 300, (2, 255): 250}, (500, 500), False),                 # two values
+    ({(0, 255): 900, (1, 255): 800, (2, 255): 250, (3, 255): 200}, (1200, 1200), False),  # a majority
+    ({(0, 255): 900, (2, 255): 480, (255, 255): 470, (90, 255): 20, (200, 255): 9}, (900, 930), False),
+    ({(0, 255): 900, (2, 255): 480, (255, 255): 470, (90, 255): 50}, (900, 930), True),  # a tenth: object
+    ({(0, 1): 900, (1, 1): 500, (0, 255): 900, (255, 255): 500, (7, 255): 90}, (990, 1000), False),
+    ({(0, 1): 900, (0.25, 1): 300, (0.5, 1): 300, (0.75, 1): 300}, (800, 800), False),  # not integers
+])
+def test_the_label_image_signs_on_their_borders(values, pairs, expected):
+    """The last but one: 1-bit pages (full scale 1) beside 8-bit 0/255 pages count as one level."""
+    assert imagefiles.is_label_image(values, pairs) is expected
+
+
+def test_a_split_without_foreground_is_flagged_and_does_not_end_ok(tmp_path):
+    images, masks = _blobs(n=3)
+    root = _write_split(str(tmp_path), "train", images, np.zeros_like(masks))
+    _write_split(root, "test", images[:2], np.zeros_like(masks[:2]))
+    train, test = data.read_split(root, "train"), data.read_split(root, "test")
+    assert train.foreground == 0 and test.foreground == 0
+    assert data.read_split(root, "train", masks=False).foreground is None
+    text = _report(root)
+    assert "train.py refuses a training split without foreground, except for a pretext run" in text
+    assert "IoU_F is then 1 for a slice predicted empty and 0 for any false positive" in text
+    last = text.splitlines()[-1]
+    assert last.startswith("not ok:") and "train and test masks hold no foreground" in last
+    assert data.report_command([root]) == 1
+    _write_split(root, "test", images[:2], masks[:2])
+    assert data.read_split(root, "test").foreground == pytest.approx((masks[:2] > 0).mean())
+    text = _report(root)
+    assert "train masks hold no foreground" in text.splitlines()[-1] and "test masks" not in text
+    _write_split(root, "train", images, masks)
+    assert _report(root).splitlines()[-1].startswith("ok: 3 train and 2 test slices")
+    assert data.report_command([root]) == 0
