@@ -8,6 +8,7 @@ What a file's pixels mean (large slices, 16-bit intensities, mask values, label 
 
 Choices where the thesis code is silent or its libraries disagree:
 - Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names compared.
+- Slices of different sizes in one split stay a list of (H, W) arrays; tiles and crops are cut per slice.
 - Rotation fill is "reflect" as Keras's ImageDataGenerator means it (`rotation_range=180` in
   App. B is its argument): d c b a | a b c d | d c b a, the edge pixel repeated, i.e. NumPy's
   'symmetric'. imgaug's and scikit-image's "reflect" skip the edge pixel (NumPy 'reflect').
@@ -181,9 +182,13 @@ def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
 
 @dataclass
 class Split:
-    """One split of a data set as loaded, with what the data report tells about it."""
-    images: np.ndarray      # (n, H, W) uint8
-    masks: np.ndarray       # (n, H, W) uint8 in {0, 1}, or None
+    """One split of a data set as loaded, with what the data report tells about it.
+
+    images and masks are sequences of (H, W) slices: one (n, H, W) array when all slices of the split share
+    a size, a list of (H, W) arrays when they differ (mask k always the size of slice k).
+    """
+    images: object          # (n, H, W) uint8, or a list of n (H, W) uint8
+    masks: object           # the same in {0, 1}, or None
     image_names: list       # one per slice: its file, or "file (page k)" in a stack
     mask_names: list        # the same for the masks, or None
     layout: str             # the LAYOUTS entry found
@@ -199,6 +204,11 @@ class Split:
         if self.masks is None:
             return None
         return sum(int(m.sum()) for m in self.masks) / max(1, sum(m.size for m in self.masks))
+
+
+def _stack(slices):
+    """(n, H, W) when every (H, W) slice has one size (np.stack), else the list itself."""
+    return np.stack(slices) if len({s.shape for s in slices}) == 1 else list(slices)
 
 
 def read_split(root, split, masks=True, intensity=None):
@@ -226,12 +236,7 @@ def read_split(root, split, masks=True, intensity=None):
                                 "its image pixel for pixel")
     images = imagefiles.to_uint8(images, image_names, notes["images"], intensity)
     labels = imagefiles.to_binary(labels, notes["masks"]) if masks else None
-    usual = Counter(a.shape for a in images).most_common(1)[0][0]
-    for image, image_name in zip(images, image_names):
-        if image.shape != usual:
-            raise DataError(f"{image_name}: slice is {hw(image.shape)} but the other slices of "
-                            f"{x_dir} are {hw(usual)} (HxW); crop or pad the slices of a split to one size")
-    return Split(np.stack(images), np.stack(labels) if masks else None, image_names, label_names, layout,
+    return Split(_stack(images), _stack(labels) if masks else None, image_names, label_names, layout,
                  (x_dir, y_dir), notes, checked, split, notes["images"]["intensity"])
 
 
@@ -261,12 +266,18 @@ def _modes(note):
     return ", ".join(f"{imagefiles.MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
 
 
+def _sizes(slices):
+    """'12 slices of 768x1024', or '12 slices: 8 of 768x1024, 4 of 512x600,' when their sizes differ."""
+    counts = Counter(s.shape for s in slices).most_common()
+    if len(counts) == 1:
+        return f"{len(slices)} slices of {hw(counts[0][0])}"
+    return f"{len(slices)} slices: " + ", ".join(f"{k} of {hw(shape)}" for shape, k in counts) + ","
+
+
 def describe_split(s, root):
-    """The report's lines for one loaded Split: size, types, conversions, mask values, pairs."""
+    """The report's lines for one loaded Split: sizes, types, conversions, mask values, pairs."""
     rel = lambda path: os.path.relpath(path, root)  # noqa: E731
-    n, height, width = s.images.shape
-    lines = [f"{s.split}: {n} slices of {height}x{width} from {rel(s.folders[0])}, images "
-             f"{_modes(s.notes['images'])}"]
+    lines = [f"{s.split}: {_sizes(s.images)} from {rel(s.folders[0])}, images {_modes(s.notes['images'])}"]
     converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
     lines.append("  converted: "
                  f"{'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
@@ -332,7 +343,10 @@ def pad_to_multiple(image, multiple):
 
 
 def extract_tiles(stack, tile):
-    """(n, H, W) -> (n * tiles per slice, T, T): sequential tiles, row-major, slices in order."""
+    """(n, H, W) -> (n * tiles per slice, T, T): sequential tiles, row-major, slices in order. A list of
+    (H, W) slices of different sizes: each padded on its own, their tiles concatenated in slice order."""
+    if not isinstance(stack, np.ndarray):
+        return np.concatenate([extract_tiles(s[None], tile) for s in stack])
     padded = pad_to_multiple(stack, tile)                      # (n, H', W')
     n, height, width = padded.shape
     grid = padded.reshape(n, height // tile, tile, width // tile, tile)
@@ -454,8 +468,8 @@ class TileDataset(torch.utils.data.Dataset):
     def __init__(self, images, masks=None, augment=False, seed=0, degrade=None, rotation="any"):
         if masks is not None and degrade is not None:
             raise ValueError("degrade is for the denoising pretext task, which takes no masks")
-        if masks is not None and masks.shape != images.shape:
-            raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+        if masks is not None and [m.shape for m in masks] != [a.shape for a in images]:
+            raise ValueError("images and masks differ in shape")
         if rotation not in ROTATIONS:
             raise ValueError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
         self.images, self.masks = images, masks                # (n, T, T) uint8 each
@@ -495,31 +509,36 @@ class TileDataset(torch.utils.data.Dataset):
 class CropDataset(TileDataset):
     """A fresh random T x T window of the slices for every (seed, epoch, index), then the DA.
 
-    The slices are mirror-padded to a multiple of T as for the tile grid (§4.3.1), and a window is
-    any T x T square inside the padded slice: slice, top row and left column uniform, drawn from
-    default_rng([seed, epoch, i]) before the augmentation. An epoch holds `length` samples, by
-    default as many as the tile grid of the same slices (so an epoch costs what it costs with
-    tiles). Not in the thesis, which cuts a fixed grid: here every epoch sees new windows.
+    The slices are mirror-padded to a multiple of T as for the tile grid (§4.3.1), each on its own (a
+    slice smaller than T too), and a window is any T x T square inside a padded slice: slice, top row and
+    left column drawn from default_rng([seed, epoch, i]) before the augmentation, the slice uniformly when
+    all share a size, else in proportion to its grid tiles. An epoch holds `length` samples, by default as
+    many as the tile grid of the same slices (so an epoch costs what it costs with tiles). Not in the
+    thesis, which cuts a fixed grid: here every epoch sees new windows. `slices`: (n, H, W) or a list.
     """
 
     def __init__(self, slices, masks=None, tile=256, length=None, augment=False, seed=0,
                  degrade=None, rotation="any"):
-        padded = pad_to_multiple(slices, tile)                 # (n, H', W') uint8
-        super().__init__(padded, None if masks is None else pad_to_multiple(masks, tile),
-                         augment=augment, seed=seed, degrade=degrade, rotation=rotation)
-        n, height, width = padded.shape
+        pad = lambda a: None if a is None else [pad_to_multiple(s, tile) for s in a]  # noqa: E731
+        padded, padded_masks = pad(slices), pad(masks)        # n x (H', W') uint8
+        tiles = np.array([(h // tile) * (w // tile) for h, w in (s.shape for s in padded)])  # (n,) int64
+        if len({s.shape for s in padded}) == 1:               # one size: a stack, drawn as the grid weighs
+            padded, padded_masks = np.stack(padded), None if masks is None else np.stack(padded_masks)
+        super().__init__(padded, padded_masks, augment=augment, seed=seed, degrade=degrade, rotation=rotation)
         self.tile = tile
-        self.length = n * (height // tile) * (width // tile) if length is None else int(length)
+        self.weights = None if isinstance(padded, np.ndarray) else tiles / tiles.sum()
+        self.length = int(tiles.sum()) if length is None else int(length)
 
     def __len__(self):
         return self.length
 
     def _pick(self, i, rng):
-        n, height, width = self.images.shape
-        k = int(rng.integers(n))
+        n = len(self.images)
+        k = int(rng.integers(n)) if self.weights is None else int(rng.choice(n, p=self.weights))
+        height, width = self.images[k].shape
         top, left = int(rng.integers(height - self.tile + 1)), int(rng.integers(width - self.tile + 1))
-        window = (k, slice(top, top + self.tile), slice(left, left + self.tile))
-        return self.images[window], None if self.masks is None else self.masks[window]
+        rows, cols = slice(top, top + self.tile), slice(left, left + self.tile)
+        return self.images[k][rows, cols], None if self.masks is None else self.masks[k][rows, cols]
 
 
 def _tensor(array):

@@ -152,22 +152,6 @@ def test_error_corrupt_file(tmp_path, content):
     assert "slice_01.png" in message and "cannot read" in message
 
 
-def test_error_slices_of_different_sizes(tmp_path):
-    images, masks = _random_set(n=4, h=20, w=24)
-    _write_slices(str(tmp_path), "train", images, masks)
-    _save(str(tmp_path / "train" / "x" / "slice_02.png"), np.zeros((18, 24), np.uint8))
-    _save(str(tmp_path / "train" / "y" / "label_02.png"), np.zeros((18, 24), np.uint8))
-    message = _error(str(tmp_path))
-    assert "slice_02.png" in message and "18x24" in message and "20x24" in message
-    assert "slice_00" not in message
-    _save(str(tmp_path / "train" / "x" / "slice_02.png"), images[2])
-    _save(str(tmp_path / "train" / "y" / "label_02.png"), masks[2])
-    _save(str(tmp_path / "train" / "x" / "slice_00.png"), np.zeros((18, 24), np.uint8))
-    _save(str(tmp_path / "train" / "y" / "label_00.png"), np.zeros((18, 24), np.uint8))
-    message = _error(str(tmp_path), masks=False)             # the odd one out, even when first
-    assert "slice_00.png" in message and "slice_01" not in message
-
-
 # ---------------------------------------------------------------- padding and tiles
 
 def _mirror_reference(size, before, after):

@@ -1,11 +1,12 @@
 """Data as users bring it (data.py, imagefiles.py): whole montages, 12-bit cameras, label images, masks
-without foreground. Generated files only; a small
+without foreground, slices of different sizes. Generated files only; a small
 file stands in for a montage where only Pillow's guard sees the size."""
 import os
 import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import data
@@ -320,3 +321,77 @@ def test_a_split_without_foreground_is_flagged_and_does_not_end_ok(tmp_path):
     _write_split(root, "train", images, masks)
     assert _report(root).splitlines()[-1].startswith("ok: 3 train and 2 test slices")
     assert data.report_command([root]) == 0
+
+
+# ---------------------------------------------------------------- slices of different sizes
+
+SIZES = [(40, 48), (40, 48), (20, 30), (40, 48), (12, 10)]
+
+
+def _odd_sizes(seed=0):
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in SIZES]
+    return images, [(im > 128).astype(np.uint8) for im in images]
+
+
+def test_slices_of_different_sizes_load_as_a_list_and_the_report_names_the_sizes(tmp_path):
+    images, masks = _odd_sizes()
+    root = _write_split(str(tmp_path), "test", images, [m * 255 for m in masks])
+    part = data.read_split(root, "test")
+    assert isinstance(part.images, list) and isinstance(part.masks, list)
+    for got, want, got_mask, want_mask in zip(part.images, images, part.masks, masks):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_mask, want_mask)
+    line = "test: 5 slices: 3 of 40x48, 1 of 20x30, 1 of 12x10, from test/x"
+    assert line in "\n".join(data.describe_split(part, root))
+    same = data.read_split(_write_split(str(tmp_path / "same"), "test", images[:2], masks[:2]), "test")
+    assert isinstance(same.images, np.ndarray) and same.images.shape == (2, 40, 48)
+
+
+def test_tiles_of_slices_of_different_sizes_are_cut_slice_by_slice():
+    images, _ = _odd_sizes()
+    tiles = data.extract_tiles(images, 16)
+    expected = np.concatenate([data.extract_tiles(im[None], 16) for im in images])
+    np.testing.assert_array_equal(tiles, expected)
+    assert len(tiles) == 3 * 3 * 3 + 2 * 2 + 1
+    np.testing.assert_array_equal(tiles[:9], data.extract_tiles(images[0][None], 16))
+    stack = np.stack([images[0], images[1], images[3]])
+    np.testing.assert_array_equal(data.extract_tiles(list(stack), 16), data.extract_tiles(stack, 16))
+
+
+def _where(padded, crop):
+    t = crop.shape[0]
+    return [(k, r, c) for k, p in enumerate(padded) for r in range(p.shape[0] - t + 1)
+            for c in range(p.shape[1] - t + 1) if np.array_equal(p[r:r + t, c:c + t], crop)]
+
+
+def test_crops_of_slices_of_different_sizes_come_from_each_padded_slice_with_its_mask():
+    images, masks = _odd_sizes(seed=1)
+    padded = [data.pad_to_multiple(im, 16) for im in images]  # the 12x10 slice is mirrored up to 16x16
+    padded_masks = [data.pad_to_multiple(m, 16) for m in masks]
+    ds = data.CropDataset(images, masks, tile=16, seed=2)
+    assert len(ds) == len(data.extract_tiles(images, 16)) == 32
+    seen = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            x, y = ds[i]
+            crop = np.round(x[0].numpy() * 255).astype(np.uint8)
+            where = _where(padded, crop)
+            assert len(where) == 1
+            k, r, c = where[0]
+            np.testing.assert_array_equal(y[0].numpy(), padded_masks[k][r:r + 16, c:c + 16])
+            seen.add(k)
+    assert seen == {0, 1, 2, 3, 4}                          # the small slices are drawn too
+    with pytest.raises(ValueError, match="differ in shape"):
+        data.CropDataset(images, masks[::-1], tile=16)
+
+
+def test_crops_of_a_list_of_equal_slices_are_those_of_the_stack():
+    images, masks = _odd_sizes(seed=2)
+    stack, stack_masks = np.stack([images[0], images[1], images[3]]), np.stack([masks[0], masks[1], masks[3]])
+    a = data.CropDataset(stack, stack_masks, tile=16, augment=True, seed=5)
+    b = data.CropDataset(list(stack), list(stack_masks), tile=16, augment=True, seed=5)
+    assert len(a) == len(b) == 27
+    for i in range(len(a)):
+        torch.testing.assert_close(a[i], b[i], rtol=0, atol=0)
