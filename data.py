@@ -8,6 +8,11 @@ What a file's pixels mean (large slices, 16-bit intensities, mask values, label 
 
 Choices where the thesis code is silent or its libraries disagree:
 - Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names compared.
+- A folder with no test split (`images` + `masks`, or `train/x` + `train/y` alone) gives its last 20% of
+  labelled slices in natural order as the test split (`hold_out`): neighbouring slices of a stack are
+  nearly the same image, so a random pick would put near-copies of test slices into training; one block
+  at the end touches the training slices at one border only. It needs no seed: every run, whatever its
+  seed, is scored on the same slices, as the thesis's runs are on its fixed test volumes.
 - Slices of different sizes in one split stay a list of (H, W) arrays; tiles and crops are cut per slice.
 - Rotation fill is "reflect" as Keras's ImageDataGenerator means it (`rotation_range=180` in
   App. B is its argument): d c b a | a b c d | d c b a, the edge pixel repeated, i.e. NumPy's
@@ -33,15 +38,18 @@ IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
 # ---------------------------------------------------------------- loading (§4.1)
-# A data set is a folder in our layout or in the one the Lucchi++ and Kasthuri++ zips unpack to
-# (§4.1.1-4.1.2), folder names in any case; each holds one file per slice or one multi-page TIFF stack.
+# A data set is a folder in our layout, in the one the Lucchi++ and Kasthuri++ zips unpack to (§4.1.1-4.1.2),
+# or a flat images + masks pair, folder names in any case; each holds one file per slice or one TIFF stack.
 
 LAYOUTS = {
     "train/x, train/y, test/x, test/y": {"train": ("train/x", "train/y"), "test": ("test/x", "test/y")},
     "Train_In, Train_Out, Test_In, Test_Out (the Lucchi++ / Kasthuri++ zips)":
         {"train": ("Train_In", "Train_Out"), "test": ("Test_In", "Test_Out")},
+    "images, masks": {"train": ("images", "masks")},
 }
-LAYOUT_HELP = "train/x, train/y, test/x, test/y, or the zips' Train_In, Train_Out, Test_In, Test_Out"
+LAYOUT_HELP = ("train/x, train/y, test/x, test/y; the zips' Train_In, Train_Out, Test_In, Test_Out; or, with "
+               "the test split held out, train/x and train/y alone or images and masks")
+HOLD_OUT = 0.2  # the share of a folder's labelled slices held out as its test split: the last ones
 
 
 def _child(folder, name):
@@ -55,23 +63,49 @@ def _child(folder, name):
     return folder
 
 
+def _present(root, name):
+    """Whether `root` holds layout `name`: its images folders (both folders of a flat pair)."""
+    splits = LAYOUTS[name]
+    if "test" not in splits:
+        return all(_child(root, rel) for rel in splits["train"])
+    return any(_child(root, x) for x, _ in splits.values())
+
+
 def find_layout(root):
     """(layout name, {split: (images folder, masks folder)}) of a data-set folder, known by its images
-    folders; a missing folder comes back as the path it would have (an App. A target has no masks)."""
+    folders; a missing folder comes back as the path it would have (an App. A target has no masks). A folder
+    without test images but with training masks holds out its test split: both splits name the same pair."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: data folder not found; pass a folder holding {LAYOUT_HELP}")
-    found = [name for name, splits in LAYOUTS.items() if any(_child(root, x) for x, _ in splits.values())]
+    found = [name for name in LAYOUTS if _present(root, name)]
     if len(found) > 1:
-        raise DataError(f"{root}: holds both train/x and Train_In; keep one layout in a data-set folder")
+        raise DataError(f"{root}: holds the folders of {' and of '.join(found)}; keep one layout in a "
+                        "data-set folder")
     if not found:
         inner = [n for n in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, n))
-                 and any(_child(os.path.join(root, n), x) for s in LAYOUTS.values() for x, _ in s.values())]
+                 and any(_present(os.path.join(root, n), name) for name in LAYOUTS)]
         hint = f"; {os.path.join(root, inner[0])} does, pass that folder" if inner else ""
         raise DataError(f"{root}: no data set here: expected {LAYOUT_HELP}{hint}")
     name = found[0]
     folders = {split: tuple(_child(root, rel) or os.path.join(root, rel) for rel in pair)
                for split, pair in LAYOUTS[name].items()}
+    no_test = "test" not in folders or not os.path.isdir(folders["test"][0])
+    if no_test and os.path.isdir(folders["train"][1]):
+        pair = ", ".join(os.path.relpath(f, root) for f in folders["train"])
+        name = f"{pair} (no test split: the last {100 * HOLD_OUT:g}% of the slices held out)"
+        folders["test"] = folders["train"]
     return name, folders
+
+
+def hold_out(n, folder):
+    """{"train": indices, "test": indices} of the n labelled slices of a folder without a test split: the
+    last HOLD_OUT of them in natural order, rounded up, at least one (see the module docstring)."""
+    if n < 2:
+        raise DataError(f"{folder}: holds {n} labelled slice; a data set without a test split holds out "
+                        f"its last {100 * HOLD_OUT:g}% for testing and needs 2 slices at least: add "
+                        "slices, or put test slices in test/x and test/y")
+    n_test = max(1, math.ceil(HOLD_OUT * n - 1e-9))
+    return {"train": range(n - n_test), "test": range(n - n_test, n)}
 
 
 def natural_key(name):
@@ -99,8 +133,7 @@ def slice_numbers(names):
 def image_files(folder):
     """Image files of `folder` in natural order (hidden files such as '._x.tif' are skipped)."""
     if not os.path.isdir(folder):
-        raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP} "
-                        "(images in x or *_In, masks in y or *_Out)")
+        raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP}")
     names = sorted((n for n in os.listdir(folder)
                     if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")), key=natural_key)
     if not names:
@@ -197,6 +230,7 @@ class Split:
     numbers_checked: bool   # whether the pairs' slice numbers were compared
     split: str = "train"
     intensity: tuple = None  # (low, high) raw values mapped onto 0..255, or None (values kept)
+    held_out: str = None    # how the test split was held out of a folder without one, or None
 
     @property
     def foreground(self):
@@ -212,7 +246,7 @@ def _stack(slices):
 
 
 def read_split(root, split, masks=True, intensity=None):
-    """Load one split of a data-set folder (either layout) -> Split; every page counts as a slice.
+    """Load one split of a data-set folder (any layout) -> Split; every page counts as a slice.
 
     intensity: (low, high) raw values mapped onto 0..255 for 16-bit and 32-bit slices, or None: 8-bit
     slices kept as they are, deeper ones by the range of the split's own pixels (imagefiles.to_uint8); read
@@ -234,10 +268,19 @@ def read_split(root, split, masks=True, intensity=None):
                 raise DataError(f"{label_name}: mask is {hw(label.shape)} but its image "
                                 f"{image_name} is {hw(image.shape)} (HxW); a mask must match "
                                 "its image pixel for pixel")
+    held_out = None
+    if folders["train"] == folders["test"]:
+        keep = hold_out(len(images), x_dir)
+        test = keep["test"]
+        held_out = (f"the last {len(test)} of {len(images)} labelled slices in natural order "
+                    f"({os.path.relpath(image_names[test[0]], root)} to "
+                    f"{os.path.relpath(image_names[test[-1]], root)}), {100 * HOLD_OUT:g}% rounded up")
+        pick = lambda items: None if items is None else [items[k] for k in keep[split]]  # noqa: E731
+        images, image_names, labels, label_names = map(pick, (images, image_names, labels, label_names))
     images = imagefiles.to_uint8(images, image_names, notes["images"], intensity)
     labels = imagefiles.to_binary(labels, notes["masks"]) if masks else None
     return Split(_stack(images), _stack(labels) if masks else None, image_names, label_names, layout,
-                 (x_dir, y_dir), notes, checked, split, notes["images"]["intensity"])
+                 (x_dir, y_dir), notes, checked, split, notes["images"]["intensity"], held_out)
 
 
 def warn_notes(part):
@@ -281,6 +324,8 @@ def describe_split(s, root):
     converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
     lines.append("  converted: "
                  f"{'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
+    if s.held_out:
+        lines.append(f"  test split held out: {s.held_out}")
     if s.masks is None:
         lines.append(f"  masks: none ({rel(s.folders[1])} not found): an unlabelled set, for adapt.py "
                      "--target")

@@ -1,5 +1,5 @@
 """Data as users bring it (data.py, imagefiles.py): whole montages, 12-bit cameras, label images, masks
-without foreground, slices of different sizes. Generated files only; a small
+without foreground, slices of different sizes, folders without a test split. Generated files only; a small
 file stands in for a montage where only Pillow's guard sees the size."""
 import os
 import warnings
@@ -395,3 +395,85 @@ def test_crops_of_a_list_of_equal_slices_are_those_of_the_stack():
     assert len(a) == len(b) == 27
     for i in range(len(a)):
         torch.testing.assert_close(a[i], b[i], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- folders without a test split
+
+def _numbered(n, h=24, w=32):
+    """n slices whose pixel (0, 0) is their index, masks whose pixel (0, 1) is foreground for odd ones."""
+    images, masks = _blobs(n=n, h=h, w=w)
+    images[:, 0, 0] = np.arange(n)
+    masks[:, 0, 1] = 255 * (np.arange(n) % 2)
+    return images, masks
+
+
+@pytest.mark.parametrize("x, y", [("Images", "MASKS"), ("train/x", "train/y")])
+def test_a_folder_without_a_test_split_holds_out_its_last_fifth(tmp_path, x, y):
+    images, masks = _numbered(12)
+    for i in range(12):
+        _save(tmp_path / x / f"s{i}.png", images[i])         # natural order: s2 before s10
+        _save(tmp_path / y / f"m{i}.png", masks[i])
+    root = str(tmp_path)
+    train, test = data.read_split(root, "train"), data.read_split(root, "test")
+    assert train.images[:, 0, 0].tolist() == list(range(9)) and test.images[:, 0, 0].tolist() == [9, 10, 11]
+    assert train.masks[:, 0, 1].tolist() == [0, 1] * 4 + [0] and test.masks[:, 0, 1].tolist() == [1, 0, 1]
+    assert test.image_names == [os.path.join(root, x, f"s{i}.png") for i in (9, 10, 11)]
+    assert test.mask_names == [os.path.join(root, y, f"m{i}.png") for i in (9, 10, 11)]
+    assert train.layout == test.layout == f"{x.replace('/', os.sep)}, {y.replace('/', os.sep)} " \
+                                          "(no test split: the last 20% of the slices held out)"
+    held = os.path.join(x, "s9.png") + " to " + os.path.join(x, "s11.png")
+    rule = f"the last 3 of 12 labelled slices in natural order ({held}), 20% rounded up"
+    assert test.held_out == train.held_out == rule
+    text = _report(root)
+    assert f"test split held out: {rule}" in text and "train: 9 slices" in text
+    assert text.splitlines()[-1] == "ok: 9 train and 3 test slices, each paired with its own mask"
+
+
+@pytest.mark.parametrize("n, n_test", [(2, 1), (5, 1), (6, 2), (10, 2), (11, 3), (165, 33)])
+def test_hold_out_sizes(n, n_test):
+    split = data.hold_out(n, "images")
+    assert list(split["test"]) == list(range(n - n_test, n))
+    assert list(split["train"]) == list(range(n - n_test))
+
+
+def test_a_single_labelled_slice_without_a_test_split_is_refused(tmp_path):
+    images, masks = _numbered(1)
+    _save(tmp_path / "images" / "a.png", images[0])
+    _save(tmp_path / "masks" / "a.png", masks[0])
+    message = _one_line_error(data.read_split, str(tmp_path), "train")
+    assert os.path.join(str(tmp_path), "images") in message and "1 labelled slice" in message
+    assert "add slices, or put test slices in test/x and test/y" in message
+
+
+def test_the_training_map_of_a_held_out_folder_comes_from_its_training_slices(tmp_path):
+    raw = np.concatenate([_camera(n=4), _camera(n=4, seed=1)[:1] * 0 + 60000])  # a bright last slice
+    for i, page in enumerate(raw):
+        _save(tmp_path / "images" / f"{i}.png", page)
+        _save(tmp_path / "masks" / f"{i}.png", _blobs(n=1, h=128, w=128)[1][0])
+    train = data.read_split(str(tmp_path), "train")
+    assert train.intensity == (50, 4050) and len(train.images) == 4
+    test = data.read_split(str(tmp_path), "test", intensity=train.intensity)
+    assert (test.images == 255).all()
+
+
+def test_an_unlabelled_training_folder_is_no_held_out_layout(tmp_path):
+    """An App. A target: train/x without masks or test split keeps every slice for training."""
+    images, _ = _numbered(5)
+    _write_split(str(tmp_path), "train", images)
+    layout, folders = data.find_layout(str(tmp_path))
+    assert layout == "train/x, train/y, test/x, test/y" and folders["train"] != folders["test"]
+    assert data.read_split(str(tmp_path), "train", masks=False).images[:, 0, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_no_layout_names_every_accepted_one_and_two_layouts_are_refused(tmp_path):
+    os.makedirs(tmp_path / "slices")
+    message = _one_line_error(data.find_layout, str(tmp_path))
+    for name in ("train/x, train/y, test/x, test/y", "Train_In, Train_Out, Test_In, Test_Out",
+                 "train/x and train/y alone", "images and masks"):
+        assert name in message, message
+    images, masks = _numbered(2)
+    _write_split(str(tmp_path), "train", images, masks)
+    for name in ("images", "masks"):
+        os.makedirs(tmp_path / name)
+    message = _one_line_error(data.find_layout, str(tmp_path))
+    assert "images, masks" in message and "train/x" in message and "keep one layout" in message
