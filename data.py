@@ -32,7 +32,7 @@ import torch
 
 import cli
 import imagefiles
-from imagefiles import DataError
+from imagefiles import DataError, size_text
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
@@ -179,11 +179,6 @@ def _read_folder(folder, is_mask, note):
     return [page for pages in raw for page in pages], names, files
 
 
-def hw(shape):
-    """'768x1024' for an (H, W) shape."""
-    return f"{shape[0]}x{shape[1]}"
-
-
 def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
     """Refuse slices and masks that do not pair -> whether their slice numbers were compared.
 
@@ -265,8 +260,8 @@ def read_split(root, split, masks=True, intensity=None):
         checked = pair_files(len(images), x_files, len(labels), y_files, x_dir, y_dir)
         for image, (label, _), image_name, label_name in zip(images, labels, image_names, label_names):
             if image.shape != label.shape:
-                raise DataError(f"{label_name}: mask is {hw(label.shape)} but its image "
-                                f"{image_name} is {hw(image.shape)} (HxW); a mask must match "
+                raise DataError(f"{label_name}: mask is {size_text(label.shape)} but its image "
+                                f"{image_name} is {size_text(image.shape)} (HxW); a mask must match "
                                 "its image pixel for pixel")
     held_out = None
     if folders["train"] == folders["test"]:
@@ -313,8 +308,8 @@ def _sizes(slices):
     """'12 slices of 768x1024', or '12 slices: 8 of 768x1024, 4 of 512x600,' when their sizes differ."""
     counts = Counter(s.shape for s in slices).most_common()
     if len(counts) == 1:
-        return f"{len(slices)} slices of {hw(counts[0][0])}"
-    return f"{len(slices)} slices: " + ", ".join(f"{k} of {hw(shape)}" for shape, k in counts) + ","
+        return f"{len(slices)} slices of {size_text(counts[0][0])}"
+    return f"{len(slices)} slices: " + ", ".join(f"{k} of {size_text(shape)}" for shape, k in counts) + ","
 
 
 def describe_split(s, root):

@@ -477,3 +477,7 @@ def test_no_layout_names_every_accepted_one_and_two_layouts_are_refused(tmp_path
         os.makedirs(tmp_path / name)
     message = _one_line_error(data.find_layout, str(tmp_path))
     assert "images, masks" in message and "train/x" in message and "keep one layout" in message
+
+
+def test_size_text_names_height_by_width():
+    assert data.size_text((768, 1024)) == "768x1024" and not hasattr(data, "hw")
