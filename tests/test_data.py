@@ -416,10 +416,24 @@ def _crop_set(n=3, h=40, w=50, seed=0):
 
 
 def _find_window(padded, crop):
-    """All (slice, top, left) where `crop` sits in the padded stack, by brute force."""
+    """All (slice, top, left) where `crop` sits in the padded slices (a stack or a list), by brute force."""
     t = crop.shape[0]
-    return [(k, r, c) for k in range(padded.shape[0]) for r in range(padded.shape[1] - t + 1)
-            for c in range(padded.shape[2] - t + 1) if np.array_equal(padded[k, r:r + t, c:c + t], crop)]
+    return [(k, r, c) for k, p in enumerate(padded) for r in range(p.shape[0] - t + 1)
+            for c in range(p.shape[1] - t + 1) if np.array_equal(p[r:r + t, c:c + t], crop)]
+
+
+def _windows(ds, padded, padded_masks):
+    """(slice, top, left) of every sample of a CropDataset, each found once in the padded slices and
+    checked to come with the same window of its mask."""
+    t, found = ds.tile, []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        where = _find_window(padded, np.round(x[0].numpy() * 255).astype(np.uint8))
+        assert len(where) == 1
+        k, r, c = where[0]
+        np.testing.assert_array_equal(y[0].numpy(), padded_masks[k][r:r + t, c:c + t])
+        found.append(where[0])
+    return found
 
 
 def test_crops_are_windows_of_the_padded_slices_with_their_masks():
@@ -427,17 +441,25 @@ def test_crops_are_windows_of_the_padded_slices_with_their_masks():
     padded, padded_masks = data.pad_to_multiple(slices, 32), data.pad_to_multiple(masks, 32)  # (3, 64, 64)
     ds = data.CropDataset(slices, masks, tile=32, seed=3)
     assert len(ds) == len(data.extract_tiles(slices, 32)) == 3 * 2 * 2  # an epoch = the tile grid
-    tops = []
-    for i in range(len(ds)):
-        x, y = ds[i]
-        crop = np.round(x[0].numpy() * 255).astype(np.uint8)
-        where = _find_window(padded, crop)
-        assert len(where) == 1
-        k, r, c = where[0]
-        np.testing.assert_array_equal(y[0].numpy(), padded_masks[k, r:r + 32, c:c + 32])
-        tops.append(r)
+    tops = [r for _, r, _ in _windows(ds, padded, padded_masks)]
     assert min(tops) < data.padding_for(40, 32)[0] or max(tops) > 32 - data.padding_for(40, 32)[1]
     assert data.CropDataset(slices, masks, tile=32, length=5).__len__() == 5
+
+
+def test_crops_of_slices_of_different_sizes_come_from_each_padded_slice_with_its_mask():
+    rng = np.random.default_rng(1)
+    slices = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(40, 48), (40, 48), (20, 30), (12, 10)]]
+    masks = [(s > 128).astype(np.uint8) for s in slices]
+    padded = [data.pad_to_multiple(s, 16) for s in slices]  # the 12x10 slice is mirrored up to 16x16
+    ds = data.CropDataset(slices, masks, tile=16, seed=2)
+    assert len(ds) == len(data.extract_tiles(slices, 16)) == 2 * 9 + 4 + 1
+    seen = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        seen |= {k for k, _, _ in _windows(ds, padded, [data.pad_to_multiple(m, 16) for m in masks])}
+    assert seen == {0, 1, 2, 3}                                 # the small slices are drawn too
+    with pytest.raises(ValueError, match="differ in shape"):
+        data.CropDataset(slices, masks[::-1], tile=16)
 
 
 def test_crops_reproducible_per_seed_epoch_index_and_fresh_each_epoch():
