@@ -304,18 +304,19 @@ def _modes(note):
     return ", ".join(f"{imagefiles.MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
 
 
-def _sizes(slices):
-    """'12 slices of 768x1024', or '12 slices: 8 of 768x1024, 4 of 512x600,' when their sizes differ."""
+def slices_text(slices):
+    """'12 slices of 768x1024', or '12 slices: 8 of 768x1024, 4 of 512x600' when their sizes differ."""
     counts = Counter(s.shape for s in slices).most_common()
     if len(counts) == 1:
         return f"{len(slices)} slices of {size_text(counts[0][0])}"
-    return f"{len(slices)} slices: " + ", ".join(f"{k} of {size_text(shape)}" for shape, k in counts) + ","
+    return f"{len(slices)} slices: " + ", ".join(f"{k} of {size_text(shape)}" for shape, k in counts)
 
 
 def describe_split(s, root):
     """The report's lines for one loaded Split: sizes, types, conversions, mask values, pairs."""
     rel = lambda path: os.path.relpath(path, root)  # noqa: E731
-    lines = [f"{s.split}: {_sizes(s.images)} from {rel(s.folders[0])}, images {_modes(s.notes['images'])}"]
+    sizes = slices_text(s.images) + ("," if isinstance(s.images, list) else "")  # a list: sizes differ
+    lines = [f"{s.split}: {sizes} from {rel(s.folders[0])}, images {_modes(s.notes['images'])}"]
     converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
     lines.append("  converted: "
                  f"{'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")

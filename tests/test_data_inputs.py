@@ -342,10 +342,12 @@ def test_slices_of_different_sizes_load_as_a_list_and_the_report_names_the_sizes
     for got, want, got_mask, want_mask in zip(part.images, images, part.masks, masks):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(got_mask, want_mask)
+    assert data.slices_text(part.images) == "5 slices: 3 of 40x48, 1 of 20x30, 1 of 12x10"
     line = "test: 5 slices: 3 of 40x48, 1 of 20x30, 1 of 12x10, from test/x"
     assert line in "\n".join(data.describe_split(part, root))
     same = data.read_split(_write_split(str(tmp_path / "same"), "test", images[:2], masks[:2]), "test")
     assert isinstance(same.images, np.ndarray) and same.images.shape == (2, 40, 48)
+    assert data.slices_text(same.images) == "2 slices of 40x48"
 
 
 def test_tiles_of_slices_of_different_sizes_are_cut_slice_by_slice():
