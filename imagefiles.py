@@ -4,8 +4,8 @@ Thesis: ยง4.1 (the data sets: 8-bit grey slices and their mitochondria masks), ย
 normalized in the [0, 1] range"). The thesis's data sets are 8-bit grey with 0/255 masks; what users bring
 besides, and how this module reads it, is our decision, since the thesis is silent:
 - Large slices (a whole montage): Pillow's decompression-bomb guard, a defence against untrusted uploads,
-  is lifted around our own reads only. Instead a slice is refused when its pixels times BYTES_PER_PIXEL
-  exceed the memory available.
+  is lifted around our own reads only. Instead a slice is refused when its pixels times its peak cost
+  (`bytes_per_pixel`: 15 bytes for 8-bit, 17 for 16-bit, through prediction) exceed the memory available.
 - Deeper intensities (16-bit and 32-bit integer slices, as 12- and 14-bit detectors write them): ONE linear
   map for the whole data set, (low, high) onto 0..255, rounded and clipped, so relative intensities across
   the stack survive. low and high are the 0.01% and 99.99% quantiles of all the split's pixels: the range
