@@ -4,12 +4,16 @@ Thesis: §4.1 (Lucchi++ and Kasthuri++ as stacks of 2D slices), §4.3.1 (mirror 
 of 256, sequential non-overlapping 256x256 patches, intensities in [0, 1]), §4.3.2 (10% of the
 training patches at random for validation; on-the-fly rotations and flips, the augmentation of [34]).
 `python data.py DIR` reports what a data-set folder holds before hours of training (docs/data.md).
+What a file's pixels mean (large slices, 16-bit intensities, mask values, label images): imagefiles.py.
 
 Choices where the thesis code is silent or its libraries disagree:
-- Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names
-  compared; a mask pixel is foreground when its value is at least half the mask's full scale.
-- 16-bit slices are divided by 257 (65535 -> 255): one fixed map for every slice, so relative
-  intensities survive across the stack (a per-image min/max stretch would not keep them).
+- Images and masks pair in natural name order ('2' before '10'), the slice numbers of their names compared.
+- A folder with no test split (`images` + `masks`, or `train/x` + `train/y` alone) gives its last 20% of
+  labelled slices in natural order as the test split (`hold_out`): neighbouring slices of a stack are
+  nearly the same image, so a random pick would put near-copies of test slices into training; one block
+  at the end touches the training slices at one border only. It needs no seed: every run, whatever its
+  seed, is scored on the same slices, as the thesis's runs are on its fixed test volumes.
+- Slices of different sizes in one split stay a list of (H, W) arrays; tiles and crops are cut per slice.
 - Rotation fill is "reflect" as Keras's ImageDataGenerator means it (`rotation_range=180` in
   App. B is its argument): d c b a | a b c d | d c b a, the edge pixel repeated, i.e. NumPy's
   'symmetric'. imgaug's and scikit-image's "reflect" skip the edge pixel (NumPy 'reflect').
@@ -19,33 +23,33 @@ Shapes: n slices or tiles, H x W a slice, T the tile side; NumPy comments give d
 import math
 import os
 import re
-import warnings
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 import cli
+import imagefiles
+from imagefiles import DataError, size_text
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
-class DataError(cli.UsageError):
-    """Bad input data; the message names the file or folder, what is wrong and how to fix it."""
-
-
 # ---------------------------------------------------------------- loading (§4.1)
-# A data set is a folder in our layout or in the one the Lucchi++ and Kasthuri++ zips unpack to
-# (§4.1.1-4.1.2), folder names in any case; each holds one file per slice or one multi-page TIFF stack.
+# A data set is a folder in our layout, in the one the Lucchi++ and Kasthuri++ zips unpack to (§4.1.1-4.1.2),
+# or a flat images + masks pair, folder names in any case; each holds one file per slice or one TIFF stack.
 
 LAYOUTS = {
     "train/x, train/y, test/x, test/y": {"train": ("train/x", "train/y"), "test": ("test/x", "test/y")},
     "Train_In, Train_Out, Test_In, Test_Out (the Lucchi++ / Kasthuri++ zips)":
         {"train": ("Train_In", "Train_Out"), "test": ("Test_In", "Test_Out")},
+    "images, masks": {"train": ("images", "masks")},
 }
-LAYOUT_HELP = "train/x, train/y, test/x, test/y, or the zips' Train_In, Train_Out, Test_In, Test_Out"
+LAYOUT_HELP = ("train/x, train/y, test/x, test/y; the zips' Train_In, Train_Out, Test_In, Test_Out; or, with "
+               "the test split held out, train/x and train/y alone or images and masks")
+HOLD_OUT = 0.2  # the share of a folder's labelled slices held out as its test split: the last ones
 
 
 def _child(folder, name):
@@ -59,23 +63,49 @@ def _child(folder, name):
     return folder
 
 
+def _present(root, name):
+    """Whether `root` holds layout `name`: its images folders (both folders of a flat pair)."""
+    splits = LAYOUTS[name]
+    if "test" not in splits:
+        return all(_child(root, rel) for rel in splits["train"])
+    return any(_child(root, x) for x, _ in splits.values())
+
+
 def find_layout(root):
     """(layout name, {split: (images folder, masks folder)}) of a data-set folder, known by its images
-    folders; a missing folder comes back as the path it would have (an App. A target has no masks)."""
+    folders; a missing folder comes back as the path it would have (an App. A target has no masks). A folder
+    without test images but with training masks holds out its test split: both splits name the same pair."""
     if not os.path.isdir(root):
         raise DataError(f"{root}: data folder not found; pass a folder holding {LAYOUT_HELP}")
-    found = [name for name, splits in LAYOUTS.items() if any(_child(root, x) for x, _ in splits.values())]
+    found = [name for name in LAYOUTS if _present(root, name)]
     if len(found) > 1:
-        raise DataError(f"{root}: holds both train/x and Train_In; keep one layout in a data-set folder")
+        raise DataError(f"{root}: holds the folders of {' and of '.join(found)}; keep one layout in a "
+                        "data-set folder")
     if not found:
         inner = [n for n in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, n))
-                 and any(_child(os.path.join(root, n), x) for s in LAYOUTS.values() for x, _ in s.values())]
+                 and any(_present(os.path.join(root, n), name) for name in LAYOUTS)]
         hint = f"; {os.path.join(root, inner[0])} does, pass that folder" if inner else ""
         raise DataError(f"{root}: no data set here: expected {LAYOUT_HELP}{hint}")
     name = found[0]
     folders = {split: tuple(_child(root, rel) or os.path.join(root, rel) for rel in pair)
                for split, pair in LAYOUTS[name].items()}
+    no_test = "test" not in folders or not os.path.isdir(folders["test"][0])
+    if no_test and os.path.isdir(folders["train"][1]):
+        pair = ", ".join(os.path.relpath(f, root) for f in folders["train"])
+        name = f"{pair} (no test split: the last {100 * HOLD_OUT:g}% of the slices held out)"
+        folders["test"] = folders["train"]
     return name, folders
+
+
+def hold_out(n, folder):
+    """{"train": indices, "test": indices} of the n labelled slices of a folder without a test split: the
+    last HOLD_OUT of them in natural order, rounded up, at least one (see the module docstring)."""
+    if n < 2:
+        raise DataError(f"{folder}: holds {n} labelled slice; a data set without a test split holds out "
+                        f"its last {100 * HOLD_OUT:g}% for testing and needs 2 slices at least: add "
+                        "slices, or put test slices in test/x and test/y")
+    n_test = max(1, math.ceil(HOLD_OUT * n - 1e-9))
+    return {"train": range(n - n_test), "test": range(n - n_test, n)}
 
 
 def natural_key(name):
@@ -103,8 +133,7 @@ def slice_numbers(names):
 def image_files(folder):
     """Image files of `folder` in natural order (hidden files such as '._x.tif' are skipped)."""
     if not os.path.isdir(folder):
-        raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP} "
-                        "(images in x or *_In, masks in y or *_Out)")
+        raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP}")
     names = sorted((n for n in os.listdir(folder)
                     if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")), key=natural_key)
     if not names:
@@ -113,128 +142,41 @@ def image_files(folder):
     return [os.path.join(folder, n) for n in names]
 
 
-def _grey(page, name):
-    """One Pillow page of an image file -> ((H, W) uint8, note on the conversion or None)."""
-    mode = page.mode
-    if mode == "L":
-        return np.asarray(page, dtype=np.uint8), None           # (H, W) uint8 in [0, 255]
-    if mode == "1":
-        return np.asarray(page, dtype=np.uint8) * 255, "1-bit images scaled to 0/255"
-    if mode == "F":
-        raise DataError(f"{name}: floating-point image; save it as 8-bit (or 16-bit) grey")
-    if mode.startswith("I"):
-        raw = np.asarray(page).astype(np.int64)                 # (H, W) int64
-        if raw.min() < 0 or raw.max() > 65535:
-            raise DataError(f"{name}: integer values outside 0..65535; save it as 8-bit or 16-bit grey")
-        # one fixed map for every slice, so relative intensities survive across the stack
-        return ((raw + 128) // 257).astype(np.uint8), "16-bit images divided by 257 to 8-bit"
-    # RGB, RGBA, P, LA, CMYK...: Pillow's ITU-R 601-2 luma, alpha dropped
-    return np.asarray(page.convert("L"), dtype=np.uint8), f"{mode} images converted to grey (luminance)"
+def _page_names(path, n):
+    """One name per page of a file: the file, or "file (page k)" in a stack."""
+    return [path] if n == 1 else [f"{path} (page {k + 1})" for k in range(n)]
 
 
-def _mask_levels(page):
-    """One Pillow page of a mask file -> (raw values (H, W), their full scale: 1 for values up to 1, as
-    0/1 and 1-bit masks hold, else 255 or 65535). Colour masks: the brightest of R, G, B, never alpha."""
-    raw = np.asarray(page)                                      # (H, W) or (H, W, C), any dtype
-    if raw.ndim == 3:
-        raw = raw[..., :3].max(axis=-1) if raw.shape[-1] >= 3 else raw[..., 0]  # alpha is no label
-    if raw.dtype == bool:
-        raw = raw.astype(np.uint8)
-    top = raw.max() if raw.size else 0
-    return raw, (1 if top <= 1 else 255 if top <= 255 else 65535)
-
-
-def _value_counts(raw):
-    """{value: pixels} of a mask page, fast for 8-bit ones."""
-    if raw.dtype == np.uint8:
-        counts = np.bincount(raw.ravel(), minlength=256)
-        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
-    values, counts = np.unique(raw, return_counts=True)
-    return dict(zip(values.tolist(), counts.tolist()))
-
-
-def read_files(paths, is_mask=False, notes=None):
+def read_files(paths, is_mask=False, notes=None, intensity=None):
     """Every page of every file -> list of (path, list of (H, W) uint8 pages); a TIFF stack is one entry.
 
-    Images: 8-bit grey, or converted (colour to luminance, 16-bit divided by 257, 1-bit to 0/255).
-    Masks: a pixel is foreground (1) when its value is at least half the mask's full scale, so 0/1 and
-    0/255 masks keep their two levels and Kasthuri++'s 2 (the empty area outside the imaged region) is
-    background. `notes` (a dict) gathers what the data report tells: "modes", "converted", for masks
-    "values" ({(value, full scale): pixels}) and "scales"; without it conversions and odd mask values warn.
+    Images: 8-bit grey, or converted (colour to luminance, 1-bit to 0/255, 16-bit and 32-bit integers by
+    one linear map for all the files: `intensity` (low, high) when given, as a run records it, else their
+    own range; imagefiles.to_uint8). Masks in {0, 1}, by the rule the values of all the files call for
+    (imagefiles.to_binary). `notes` (a dict) gathers what the data report tells (imagefiles.new_note, and
+    "intensity": the map used, None when values were kept); without it, conversions warn.
     """
-    note = {} if notes is None else notes
-    for key, empty in (("modes", set), ("converted", set), ("scales", set), ("values", Counter)):
-        note.setdefault(key, empty())
-    files = []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                files.append((path, [_page(im, k, path, is_mask, note)
-                                     for k in range(getattr(im, "n_frames", 1))]))
-        except (OSError, ValueError, SyntaxError, EOFError) as e:  # includes UnidentifiedImageError
-            raise DataError(f"{path}: cannot read this file as an image ({' '.join(str(e).split())}); "
-                            "replace or remove the corrupt file") from e
+    note = imagefiles.new_note() if notes is None else notes
+    raw = [(path, imagefiles.read_pages(path, is_mask, note)) for path in paths]
+    pages = [page for _, file_pages in raw for page in file_pages]
+    names = [name for path, file_pages in raw for name in _page_names(path, len(file_pages))]
+    pages = (imagefiles.to_binary(pages, note) if is_mask
+             else imagefiles.to_uint8(pages, names, note, intensity))
+    files, start = [], 0
+    for path, file_pages in raw:
+        files.append((path, pages[start:start + len(file_pages)]))
+        start += len(file_pages)
     if notes is None and paths:
-        warn_about(os.path.dirname(paths[0]), note)
+        imagefiles.warn_about(os.path.dirname(paths[0]), note)
     return files
 
 
-def _page(im, k, path, is_mask, note):
-    """Page k of an open image file as (H, W) uint8: grey levels, or a {0, 1} mask (read_files)."""
-    im.seek(k)
-    note["modes"].add(im.mode)
-    if not is_mask:
-        array, converted = _grey(im, path if getattr(im, "n_frames", 1) == 1 else f"{path} (page {k + 1})")
-        note["converted"] |= {converted} - {None}
-        return array
-    raw, scale = _mask_levels(im)
-    note["values"].update({(v, scale): c for v, c in _value_counts(raw).items()})
-    note["scales"].add(scale)
-    if np.asarray(im).ndim == 3:
-        note["converted"].add(f"{im.mode} masks read from their colour channels, not alpha")
-    return (raw.astype(np.float64) * 2 >= scale).astype(np.uint8)  # (H, W) uint8 in {0, 1}
-
-
-def mask_rule(values):
-    """A line naming the mask values found besides the two levels (0 and the full scale) and the rule
-    applied to them, or None when there are none. values: {(value, full scale): pixels}."""
-    extra = sorted((v, s) for v, s in values if v not in (0, s))
-    if not extra:
-        return None
-    scale = max(s for _, s in values)
-    shown = ", ".join(f"{v:g}" for v, _ in extra[:6]) + (" ..." if len(extra) > 6 else "")
-    cut = {1: "0.5 of 1", 255: "128 of 255", 65535: "32768 of 65535"}[scale]
-    below = [(v, s) for v, s in extra if v * 2 < s]
-    low = "none is background"
-    if below:
-        named = (", ".join(f"{v:g}" for v, _ in below) if len(below) <= 3
-                 else f"the {len(below)} values below half")
-        low = (f"{named} ({sum(values[b] for b in below)} pixels) {'is' if len(below) == 1 else 'are'} "
-               "background")
-    return (f"masks hold {len(extra)} value{'s' if len(extra) > 1 else ''} besides 0 and {scale} "
-            f"({shown}) on {sum(values[e] for e in extra)} pixels; a pixel is foreground when it is at "
-            f"least half the full scale (>= {cut}), so {low}")
-
-
-def warn_about(folder, note):
-    """The notes of one folder (read_files) as warnings: conversions, and mask values besides the levels."""
-    for line in sorted(note.get("converted", ())) + [mask_rule(note.get("values", {}))]:
-        if line:
-            warnings.warn(f"{folder}: {line}", stacklevel=3)
-
-
-def _read_folder(folder, is_mask, notes):
-    """Every page of every file in `folder` -> (list of (H, W) uint8, one name per page, the files)."""
-    arrays, names, files = [], [], read_files(image_files(folder), is_mask, notes)
-    for path, pages in files:
-        arrays += pages
-        names += [path] if len(pages) == 1 else [f"{path} (page {k + 1})" for k in range(len(pages))]
-    return arrays, names, [path for path, _ in files]
-
-
-def hw(shape):
-    """'768x1024' for an (H, W) shape."""
-    return f"{shape[0]}x{shape[1]}"
+def _read_folder(folder, is_mask, note):
+    """Every page of every file in `folder` as stored -> (raw pages, one name per page, the files)."""
+    files = image_files(folder)
+    raw = [imagefiles.read_pages(path, is_mask, note) for path in files]
+    names = [name for path, pages in zip(files, raw) for name in _page_names(path, len(pages))]
+    return [page for pages in raw for page in pages], names, files
 
 
 def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
@@ -268,122 +210,163 @@ def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
 
 @dataclass
 class Split:
-    """One split of a data set as loaded, with what the data report tells about it."""
-    images: np.ndarray      # (n, H, W) uint8
-    masks: np.ndarray       # (n, H, W) uint8 in {0, 1}, or None
+    """One split of a data set as loaded, with what the data report tells about it.
+
+    images and masks are sequences of (H, W) slices: one (n, H, W) array when all slices of the split share
+    a size, a list of (H, W) arrays when they differ (mask k always the size of slice k).
+    """
+    images: object          # (n, H, W) uint8, or a list of n (H, W) uint8
+    masks: object           # the same in {0, 1}, or None
     image_names: list       # one per slice: its file, or "file (page k)" in a stack
     mask_names: list        # the same for the masks, or None
     layout: str             # the LAYOUTS entry found
     folders: tuple          # (images folder, masks folder)
-    notes: dict             # "images"/"masks": {"converted", "values", "scales"} from read_files
+    notes: dict             # "images"/"masks": what imagefiles.read_pages and its conversions noted
     numbers_checked: bool   # whether the pairs' slice numbers were compared
     split: str = "train"
+    intensity: tuple = None  # (low, high) raw values mapped onto 0..255, or None (values kept)
+    held_out: str = None    # how the test split was held out of a folder without one, or None
+
+    @property
+    def foreground(self):
+        """The share of mask pixels that are foreground, or None without masks."""
+        if self.masks is None:
+            return None
+        return sum(int(m.sum()) for m in self.masks) / max(1, sum(m.size for m in self.masks))
 
 
-def read_split(root, split, masks=True):
-    """Load one split of a data-set folder (either layout) -> Split; every page counts as a slice. A missing
-    folder, an unreadable or odd-sized slice, or masks that do not pair raise DataError naming the fix."""
+def _stack(slices):
+    """(n, H, W) when every (H, W) slice has one size (np.stack), else the list itself."""
+    return np.stack(slices) if len({s.shape for s in slices}) == 1 else list(slices)
+
+
+def read_split(root, split, masks=True, intensity=None):
+    """Load one split of a data-set folder (any layout) -> Split; every page counts as a slice.
+
+    intensity: (low, high) raw values mapped onto 0..255 for 16-bit and 32-bit slices, or None: 8-bit
+    slices kept as they are, deeper ones by the range of the split's own pixels (imagefiles.to_uint8); read
+    the training split first and the test split with its `intensity`. A missing folder, an unreadable
+    slice, or masks that do not pair raise DataError naming the fix.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     layout, folders = find_layout(root)
     x_dir, y_dir = folders[split]
-    notes = {"images": {}, "masks": {}}
+    notes = {"images": imagefiles.new_note(), "masks": imagefiles.new_note()}
     images, image_names, x_files = _read_folder(x_dir, False, notes["images"])
     labels, label_names, checked = None, None, False
     if masks:
         labels, label_names, y_files = _read_folder(y_dir, True, notes["masks"])
         checked = pair_files(len(images), x_files, len(labels), y_files, x_dir, y_dir)
-        for image, label, image_name, label_name in zip(images, labels, image_names, label_names):
+        for image, (label, _), image_name, label_name in zip(images, labels, image_names, label_names):
             if image.shape != label.shape:
-                raise DataError(f"{label_name}: mask is {hw(label.shape)} but its image "
-                                f"{image_name} is {hw(image.shape)} (HxW); a mask must match "
+                raise DataError(f"{label_name}: mask is {size_text(label.shape)} but its image "
+                                f"{image_name} is {size_text(image.shape)} (HxW); a mask must match "
                                 "its image pixel for pixel")
-    usual = Counter(a.shape for a in images).most_common(1)[0][0]
-    for image, image_name in zip(images, image_names):
-        if image.shape != usual:
-            raise DataError(f"{image_name}: slice is {hw(image.shape)} but the other slices of "
-                            f"{x_dir} are {hw(usual)} (HxW); crop or pad the slices of a split to one size")
-    return Split(np.stack(images), np.stack(labels) if masks else None, image_names, label_names,
-                 layout, (x_dir, y_dir), notes, checked, split)
+    held_out = None
+    if folders["train"] == folders["test"]:
+        keep = hold_out(len(images), x_dir)
+        test = keep["test"]
+        held_out = (f"the last {len(test)} of {len(images)} labelled slices in natural order "
+                    f"({os.path.relpath(image_names[test[0]], root)} to "
+                    f"{os.path.relpath(image_names[test[-1]], root)}), {100 * HOLD_OUT:g}% rounded up")
+        pick = lambda items: None if items is None else [items[k] for k in keep[split]]  # noqa: E731
+        images, image_names, labels, label_names = map(pick, (images, image_names, labels, label_names))
+    images = imagefiles.to_uint8(images, image_names, notes["images"], intensity)
+    labels = imagefiles.to_binary(labels, notes["masks"]) if masks else None
+    return Split(_stack(images), _stack(labels) if masks else None, image_names, label_names, layout,
+                 (x_dir, y_dir), notes, checked, split, notes["images"]["intensity"], held_out)
 
 
 def warn_notes(part):
-    """The notes of a loaded Split as warnings, one per folder and kind (warn_about). Returns the Split."""
+    """The notes of a loaded Split as warnings, one per folder and kind. Returns the Split."""
     for folder, key in zip(part.folders, ("images", "masks")):
-        warn_about(folder, part.notes[key])
+        imagefiles.warn_about(folder, part.notes[key])
     return part
 
 
-def load_split(root, split, masks=True):
-    """Load `split` of a data-set folder -> ((n, H, W) uint8, (n, H, W) uint8 in {0, 1} or None),
-    `read_split` with its notes as warnings."""
-    part = warn_notes(read_split(root, split, masks))
+def load_split(root, split, masks=True, intensity=None):
+    """Load `split` of a data-set folder -> (images, masks or None) as Split holds them, `read_split` with
+    its notes as warnings."""
+    part = warn_notes(read_split(root, split, masks, intensity))
     return part.images, part.masks
 
 
 # ---------------------------------------------------------------- the data report: python data.py DIR
 
-MODES = {"1": "1-bit", "L": "8-bit grey", "I;16": "16-bit grey", "I;16B": "16-bit grey",
-         "I": "32-bit integer", "F": "32-bit float", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA",
-         "P": "8-bit palette", "LA": "grey + alpha"}
+NO_FOREGROUND = {  # why a split whose masks hold no foreground pixel is a problem
+    "train": "train.py refuses a training split without foreground, except for a pretext run (--pretext)",
+    "test": "IoU_F is then 1 for a slice predicted empty and 0 for any false positive (an empty prediction "
+            "of an empty mask scores 1), a score that says nothing about finding mitochondria"}
 
 
 def _modes(note):
-    return ", ".join(f"{MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
+    return ", ".join(f"{imagefiles.MODES.get(m, m)} ({m})" for m in sorted(note.get("modes", ())))
+
+
+def slices_text(slices):
+    """'12 slices of 768x1024', or '12 slices: 8 of 768x1024, 4 of 512x600' when their sizes differ."""
+    counts = Counter(s.shape for s in slices).most_common()
+    if len(counts) == 1:
+        return f"{len(slices)} slices of {size_text(counts[0][0])}"
+    return f"{len(slices)} slices: " + ", ".join(f"{k} of {size_text(shape)}" for shape, k in counts)
 
 
 def describe_split(s, root):
-    """The report's lines for one loaded Split: size, types, conversions, mask values, pairs."""
+    """The report's lines for one loaded Split: sizes, types, conversions, mask values, pairs."""
     rel = lambda path: os.path.relpath(path, root)  # noqa: E731
-    n, height, width = s.images.shape
-    lines = [f"{s.split}: {n} slices of {height}x{width} from {rel(s.folders[0])}, images "
-             f"{_modes(s.notes['images'])}"]
+    sizes = slices_text(s.images) + ("," if isinstance(s.images, list) else "")  # a list: sizes differ
+    lines = [f"{s.split}: {sizes} from {rel(s.folders[0])}, images {_modes(s.notes['images'])}"]
     converted = sorted(s.notes["images"].get("converted", ())) + sorted(s.notes["masks"].get("converted", ()))
     lines.append("  converted: "
                  f"{'; '.join(converted) if converted else 'nothing (8-bit grey images, grey masks)'}")
+    if s.held_out:
+        lines.append(f"  test split held out: {s.held_out}")
     if s.masks is None:
         lines.append(f"  masks: none ({rel(s.folders[1])} not found): an unlabelled set, for adapt.py "
                      "--target")
         return lines
-    values, rule = s.notes["masks"]["values"], mask_rule(s.notes["masks"]["values"])
-    total = sum(values.values())
-    at_zero = 100 * sum(c for (v, _), c in values.items() if v == 0) / total
-    at_top = 100 * sum(c for (v, scale), c in values.items() if v == scale) / total
-    scales = "/".join(str(scale) for scale in sorted(s.notes["masks"]["scales"]))
-    lines.append(f"  masks {_modes(s.notes['masks'])}: values 0 ({at_zero:.2f}%) and {scales} ({at_top:.2f}%)"
-                 + (f"; {rule}" if rule else ", the upper one foreground"))
-    lines.append(f"  foreground: {100 * s.masks.mean():.2f}% of the pixels")
+    lines.append(f"  masks {_modes(s.notes['masks'])}: {imagefiles.mask_summary(s.notes['masks'])}")
+    lines.append(f"  foreground: {100 * s.foreground:.2f}% of the pixels" if s.foreground
+                 else f"  foreground: none, not one pixel; a problem: {NO_FOREGROUND[s.split]}")
     pairs = "; ".join(f"{rel(a)} + {rel(b)}" for a, b in zip(s.image_names[:3], s.mask_names[:3]))
     how = "slice numbers agree" if s.numbers_checked else "names carry no slice numbers to compare"
-    lines.append(f"  pairs in natural name order ({how}): {pairs}" + (" ..." if n > 3 else ""))
+    lines.append(f"  pairs in natural name order ({how}): {pairs}" + (" ..." if len(s.images) > 3 else ""))
     return lines
 
 
 def report(root, out=print):
-    """The data report of a data-set folder, split by split; raises DataError at the first problem."""
+    """The data report of a data-set folder, split by split; raises DataError at the first problem. The
+    test split is read with the training split's intensity map, as a run reads it."""
     layout, folders = find_layout(root)
     out(f"{root}: layout {layout}")
-    splits = {}
+    splits, intensity = {}, None
     for split in ("train", "test"):  # each split's lines before the next is read: a problem comes last
-        splits[split] = read_split(root, split, masks=os.path.isdir(folders[split][1]))
+        splits[split] = read_split(root, split, os.path.isdir(folders[split][1]), intensity)
+        intensity = splits[split].intensity
         out("\n".join(describe_split(splits[split], root)))
     unlabelled = [s for s, part in splits.items() if part.masks is None]
+    empty = [s for s, part in splits.items() if part.foreground == 0]
     n_train, n_test = len(splits["train"].images), len(splits["test"].images)
-    out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py --target "
-        "reads none" if unlabelled else
-        f"ok: {n_train} train and {n_test} test slices, each paired with its own mask")
+    if empty:
+        out(f"not ok: the {' and '.join(empty)} masks hold no foreground pixel (see above)")
+    else:
+        out(f"ok, without masks for {' and '.join(unlabelled)}: train.py --data needs them; adapt.py "
+            "--target reads none" if unlabelled else
+            f"ok: {n_train} train and {n_test} test slices, each paired with its own mask")
     return splits
 
 
 def main(argv=None):
-    """python data.py DIR: the data report before hours of training (exit 2 on the first problem)."""
+    """python data.py DIR: the data report before hours of training. Exit 0 when it ends "ok", 1 when it
+    names a problem in readable data (masks without foreground), 2 on the first unreadable one."""
     return cli.main(report_command, argv)
 
 
 def report_command(args):
     if len(args) != 1 or args[0].startswith("-"):
         raise cli.UsageError(f"usage: python data.py DIR  (a data-set folder: {LAYOUT_HELP})")
-    return report(args[0])
+    return int(any(part.foreground == 0 for part in report(args[0]).values()))
 
 
 # ---------------------------------------------------------------- tiles (§4.3.1, §4.3.2)
@@ -401,7 +384,10 @@ def pad_to_multiple(image, multiple):
 
 
 def extract_tiles(stack, tile):
-    """(n, H, W) -> (n * tiles per slice, T, T): sequential tiles, row-major, slices in order."""
+    """(n, H, W) -> (n * tiles per slice, T, T): sequential tiles, row-major, slices in order. A list of
+    (H, W) slices of different sizes: each padded on its own, their tiles concatenated in slice order."""
+    if not isinstance(stack, np.ndarray):
+        return np.concatenate([extract_tiles(s[None], tile) for s in stack])
     padded = pad_to_multiple(stack, tile)                      # (n, H', W')
     n, height, width = padded.shape
     grid = padded.reshape(n, height // tile, tile, width // tile, tile)
@@ -523,8 +509,8 @@ class TileDataset(torch.utils.data.Dataset):
     def __init__(self, images, masks=None, augment=False, seed=0, degrade=None, rotation="any"):
         if masks is not None and degrade is not None:
             raise ValueError("degrade is for the denoising pretext task, which takes no masks")
-        if masks is not None and masks.shape != images.shape:
-            raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+        if masks is not None and [m.shape for m in masks] != [a.shape for a in images]:
+            raise ValueError("images and masks differ in shape")
         if rotation not in ROTATIONS:
             raise ValueError(f"rotation must be one of {', '.join(ROTATIONS)}, got {rotation!r}")
         self.images, self.masks = images, masks                # (n, T, T) uint8 each
@@ -564,31 +550,36 @@ class TileDataset(torch.utils.data.Dataset):
 class CropDataset(TileDataset):
     """A fresh random T x T window of the slices for every (seed, epoch, index), then the DA.
 
-    The slices are mirror-padded to a multiple of T as for the tile grid (§4.3.1), and a window is
-    any T x T square inside the padded slice: slice, top row and left column uniform, drawn from
-    default_rng([seed, epoch, i]) before the augmentation. An epoch holds `length` samples, by
-    default as many as the tile grid of the same slices (so an epoch costs what it costs with
-    tiles). Not in the thesis, which cuts a fixed grid: here every epoch sees new windows.
+    The slices are mirror-padded to a multiple of T as for the tile grid (§4.3.1), each on its own (a
+    slice smaller than T too), and a window is any T x T square inside a padded slice: slice, top row and
+    left column drawn from default_rng([seed, epoch, i]) before the augmentation, the slice uniformly when
+    all share a size, else in proportion to its grid tiles. An epoch holds `length` samples, by default as
+    many as the tile grid of the same slices (so an epoch costs what it costs with tiles). Not in the
+    thesis, which cuts a fixed grid: here every epoch sees new windows. `slices`: (n, H, W) or a list.
     """
 
     def __init__(self, slices, masks=None, tile=256, length=None, augment=False, seed=0,
                  degrade=None, rotation="any"):
-        padded = pad_to_multiple(slices, tile)                 # (n, H', W') uint8
-        super().__init__(padded, None if masks is None else pad_to_multiple(masks, tile),
-                         augment=augment, seed=seed, degrade=degrade, rotation=rotation)
-        n, height, width = padded.shape
+        pad = lambda a: None if a is None else [pad_to_multiple(s, tile) for s in a]  # noqa: E731
+        padded, padded_masks = pad(slices), pad(masks)        # n x (H', W') uint8
+        tiles = np.array([(h // tile) * (w // tile) for h, w in (s.shape for s in padded)])  # (n,) int64
+        if len({s.shape for s in padded}) == 1:               # one size: a stack, drawn as the grid weighs
+            padded, padded_masks = np.stack(padded), None if masks is None else np.stack(padded_masks)
+        super().__init__(padded, padded_masks, augment=augment, seed=seed, degrade=degrade, rotation=rotation)
         self.tile = tile
-        self.length = n * (height // tile) * (width // tile) if length is None else int(length)
+        self.weights = None if isinstance(padded, np.ndarray) else tiles / tiles.sum()
+        self.length = int(tiles.sum()) if length is None else int(length)
 
     def __len__(self):
         return self.length
 
     def _pick(self, i, rng):
-        n, height, width = self.images.shape
-        k = int(rng.integers(n))
+        n = len(self.images)
+        k = int(rng.integers(n)) if self.weights is None else int(rng.choice(n, p=self.weights))
+        height, width = self.images[k].shape
         top, left = int(rng.integers(height - self.tile + 1)), int(rng.integers(width - self.tile + 1))
-        window = (k, slice(top, top + self.tile), slice(left, left + self.tile))
-        return self.images[window], None if self.masks is None else self.masks[window]
+        rows, cols = slice(top, top + self.tile), slice(left, left + self.tile)
+        return self.images[k][rows, cols], None if self.masks is None else self.masks[k][rows, cols]
 
 
 def _tensor(array):
@@ -596,4 +587,4 @@ def _tensor(array):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -118,13 +118,13 @@ def test_mask_levels_half_the_full_scale(tmp_path, scale, extra):
     levels = np.array([0, scale] + (extra or []), np.uint8)
     raw = rng.choice(levels, size=(2, H, W))
     for i in range(2):
-        (os.makedirs(tmp_path / "train" / "x", exist_ok=True),
-         os.makedirs(tmp_path / "train" / "y", exist_ok=True))
-        Image.fromarray(image_of(i)).save(tmp_path / "train" / "x" / f"{i}.png")
-        Image.fromarray(raw[i]).save(tmp_path / "train" / "y" / f"{i}.png")
+        (os.makedirs(tmp_path / "test" / "x", exist_ok=True),
+         os.makedirs(tmp_path / "test" / "y", exist_ok=True))
+        Image.fromarray(image_of(i)).save(tmp_path / "test" / "x" / f"{i}.png")
+        Image.fromarray(raw[i]).save(tmp_path / "test" / "y" / f"{i}.png")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, y = data.load_split(str(tmp_path), "train")
+        _, y = data.load_split(str(tmp_path), "test")
     if extra is None:
         np.testing.assert_array_equal(y, (raw != 0).astype(np.uint8))  # as the any-non-zero rule read them
         assert not caught
@@ -160,11 +160,11 @@ def test_slice_numbers_of_names():
 
 def test_names_without_numbers_pair_in_name_order(tmp_path):
     for sub in ("x", "y"):
-        os.makedirs(tmp_path / "train" / sub)
+        os.makedirs(tmp_path / "test" / sub)
     for k, name in enumerate(["beta", "alpha", "gamma"]):
-        Image.fromarray(image_of(k)).save(tmp_path / "train" / "x" / f"{name}.png")
-        Image.fromarray(mask_of(k)).save(tmp_path / "train" / "y" / f"{name}_label.png")
-    s = data.read_split(str(tmp_path), "train")
+        Image.fromarray(image_of(k)).save(tmp_path / "test" / "x" / f"{name}.png")
+        Image.fromarray(mask_of(k)).save(tmp_path / "test" / "y" / f"{name}_label.png")
+    s = data.read_split(str(tmp_path), "test")
     assert not s.numbers_checked
     assert list(s.images[:, 0, 0]) == [1, 0, 2]  # alpha, beta, gamma
     assert_own_masks(s.images, s.masks)
@@ -173,15 +173,15 @@ def test_names_without_numbers_pair_in_name_order(tmp_path):
 def test_natural_order_leaves_zero_padded_names_paired_as_before(tmp_path):
     """Nothing a user has changes meaning: where plain and natural orders agree, so do the pairs."""
     for sub in ("x", "y"):
-        os.makedirs(tmp_path / "train" / sub)
+        os.makedirs(tmp_path / "test" / sub)
     order = np.random.default_rng(0).permutation(12)
     for k in order:
-        Image.fromarray(image_of(k)).save(tmp_path / "train" / "x" / f"slice_{k:02d}.tif")
-        Image.fromarray(mask_of(k)).save(tmp_path / "train" / "y" / f"label_{k:02d}.png")
-    names = os.listdir(tmp_path / "train" / "x")
+        Image.fromarray(image_of(k)).save(tmp_path / "test" / "x" / f"slice_{k:02d}.tif")
+        Image.fromarray(mask_of(k)).save(tmp_path / "test" / "y" / f"label_{k:02d}.png")
+    names = os.listdir(tmp_path / "test" / "x")
     assert sorted(names) == sorted(names, key=data.natural_key)
-    s = data.read_split(str(tmp_path), "train")
-    assert s.image_names == [str(tmp_path / "train" / "x" / n) for n in sorted(names)]
+    s = data.read_split(str(tmp_path), "test")
+    assert s.image_names == [str(tmp_path / "test" / "x" / n) for n in sorted(names)]
     assert s.numbers_checked
     assert_own_masks(s.images, s.masks)
 
