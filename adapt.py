@@ -78,7 +78,14 @@ class AdaptConfig:
 
 def random_crops(slices, masks, n, side, rng):
     """n random side x side crops of a stack (mirror-padded up to `side` when smaller), the same
-    windows from the masks -> ((n, T, T) uint8, (n, T, T) uint8 or None)."""
+    windows from the masks -> ((n, T, T) uint8, (n, T, T) uint8 or None). Slices of different sizes
+    (a list) are padded and cropped each on its own."""
+    if not isinstance(slices, np.ndarray):
+        k = rng.integers(len(slices), size=n)
+        picked = [random_crops(slices[i][None], None if masks is None else masks[i][None], 1, side, rng)
+                  for i in k]
+        return (np.concatenate([x for x, _ in picked]),
+                None if masks is None else np.concatenate([y for _, y in picked]))
     padded = data.pad_to_multiple(slices, side) if min(slices.shape[1:]) < side else slices
     mpad = None if masks is None else (data.pad_to_multiple(masks, side) if padded is not slices else masks)
     _, height, width = padded.shape
@@ -135,7 +142,8 @@ def load_domains(cfg):
     # App. A: the mean of the target images' histograms, bin 0 corrected for zero padding
     target_hist = degrade.mean_histogram(target_x)
     return {"source": (sx[s_train], sy[s_train]), "source_val": (sx[s_val], sy[s_val]),
-            "target": tx[t_train], "target_val": tx[t_val], "target_hist": target_hist}
+            "target": tx[t_train], "target_val": tx[t_val], "target_hist": target_hist,
+            "target_intensity": target.intensity}
 
 
 def stage_datasets(stage, domains, seed, rotation="any"):
@@ -221,12 +229,13 @@ def run_stages(cfg, device, out):
     return model, domains
 
 
-def score_target(model, target, device, target_hist):
+def score_target(model, target, device, target_hist, intensity=None):
     """IoU_F on the target's test set after histogram matching (the only place target masks are read),
-    or None when the target has no test masks."""
+    or None when the target has no test masks. intensity: the target's 16-bit map, from its training
+    slices."""
     if not os.path.isdir(data.find_layout(target)[1]["test"][1]):
         return None
-    test_x, test_y = data.load_split(target, "test", masks=True)
+    test_x, test_y = data.load_split(target, "test", masks=True, intensity=intensity)
     probs = evaluate.predict_slices(model, degrade.preprocess(test_x, "hist_match", target_hist), device)
     return evaluate.evaluate_stack(probs, test_y)
 
@@ -237,7 +246,7 @@ def adapt(cfg, device, out, resume=False):
         cli.refuse_nonempty(out, hint="choose a new folder, or add --resume to continue the run in it")
     with cli.torch_threads(cfg.threads):
         model, domains = run_stages(cfg, device, out)
-        metrics = score_target(model, cfg.target, device, domains["target_hist"])
+        metrics = score_target(model, cfg.target, device, domains["target_hist"], domains["target_intensity"])
     results = {**asdict(cfg), "test_iou_f": None if metrics is None else metrics["test_iou_f"],
                "target_metrics": None if metrics is None else {k: v for k, v in metrics.items()
                                                                if k != "per_slice"}}

@@ -367,8 +367,9 @@ def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: Sequence[int] =
 PREPROCESSING = ("none", "clahe", "hist_match")
 
 
-def preprocess(images: Iterable[np.ndarray], kind: str, target_hist: np.ndarray = None) -> np.ndarray:
-    """App. A baselines on a stack of (H, W) uint8 images -> (n, H, W) uint8.
+def preprocess(images: Iterable[np.ndarray], kind: str, target_hist: np.ndarray = None):
+    """App. A baselines on a stack of (H, W) uint8 images -> (n, H, W) uint8, or a list of (H, W) uint8
+    when their sizes differ.
 
     "clahe": CLAHE [68] with OpenCV's defaults (clip 2, 8x8 tiles); "hist_match": every image matched
     to `target_hist`, the mean zero-peak-corrected histogram of the target domain's images
@@ -379,10 +380,11 @@ def preprocess(images: Iterable[np.ndarray], kind: str, target_hist: np.ndarray 
     if kind == "hist_match" and target_hist is None:
         raise ValueError("hist_match needs the target domain's mean histogram (target_hist)")
     if kind == "clahe":
-        return np.stack([clahe(im) for im in images])
-    if kind == "hist_match":
-        return np.stack([match_histogram(im, target_hist, fix_zero_peak=True) for im in images])
-    return np.stack(list(images))
+        images = [clahe(im) for im in images]
+    elif kind == "hist_match":
+        images = [match_histogram(im, target_hist, fix_zero_peak=True) for im in images]
+    images = list(images)
+    return np.stack(images) if len({im.shape for im in images}) <= 1 and images else images
 
 
 if __name__ == "__main__":

@@ -63,8 +63,11 @@ def describe(batch_size):
 
 
 def leave():
-    """Leave the process group at the end of a run (nothing to do without torchrun)."""
+    """Leave the process group at the end of a run (nothing to do without torchrun), once every process
+    is done: rank 0 evaluates while the others wait, and a process that tore its connections down first
+    could abort its partner's gloo threads ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -36,7 +36,8 @@ import presets
 def input_paths(path, role="images"):
     """One image file, a folder of them (natural order), or a data-set folder -> list of paths.
 
-    A data-set folder gives its test split's images (role "images") or masks (role "masks").
+    A data-set folder gives its test split's images (role "images") or masks (role "masks"); one without
+    a test split, the files of the slices it holds out for testing (data.hold_out).
     """
     if os.path.isfile(path):
         if not path.lower().endswith(data.IMAGE_EXTENSIONS):
@@ -49,7 +50,13 @@ def input_paths(path, role="images"):
         except data.DataError:
             pass  # not a data set either: _image_files names the problem
         else:
-            return data.image_files(folders["test"][role == "masks"])
+            files = data.image_files(folders["test"][role == "masks"])
+            if folders["test"] != folders["train"]:
+                return files
+            if len(files) == 1:  # a stack: its held-out slices are pages, not files
+                raise data.DataError(f"{files[0]}: the slices this data set holds out for testing are pages "
+                                     "of this one file; pass the file itself, or its pages as files")
+            return [files[k] for k in data.hold_out(len(files), path)["test"]]
     return data.image_files(path)
 
 
@@ -323,7 +330,7 @@ def score_checkpoint(path, data_dir, device, amp=False):
     prepared its own, on the run's thread count (Table A.1 scores a source-trained network on the
     target so; `python predict.py CHECKPOINT DIR --masks DIR` does the same and writes the masks)."""
     model, run = load_model(path)
-    part = data.warn_notes(data.read_split(data_dir, "test", masks=True))
+    part = data.warn_notes(data.read_split(data_dir, "test", masks=True, intensity=run.intensity))
     with cli.torch_threads(run.threads):  # the run's threads: its evaluation's rounding, exactly
         probs = evaluate.predict_slices(model.to(device), prepared(run, part.images), device, amp=amp)
     return evaluate.evaluate_stack(probs, part.masks)
@@ -335,7 +342,7 @@ def run_command(argv):
     model, run = load_model(args.checkpoint)
     if not os.path.exists(args.input):
         raise cli.UsageError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
-    files = data.read_files(input_paths(args.input))
+    files = data.read_files(input_paths(args.input), intensity=run.intensity)  # the run's 16-bit map
     masks = read_masks(args.masks, files, args.input) if args.masks else None
     files = [(path, prepared(run, pages)) for path, pages in files]  # the run's App. A preprocessing
     device = cli.pick_device(args.device)

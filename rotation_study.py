@@ -76,7 +76,7 @@ def smoothing_table(train_x, test_x, tile, seed=0):
     """Horizontal variation of augmented training tiles relative to the unaugmented ones, per mode."""
     tiles = data.extract_tiles(train_x, tile).astype(np.float32) / 255.0  # (n, T, T) float32 in [0, 1]
     base = horizontal_variation(tiles)
-    rows = {"test slices": horizontal_variation(test_x.astype(np.float32) / 255.0) / base}
+    rows = {"test slices": horizontal_variation([s.astype(np.float32) / 255.0 for s in test_x]) / base}
     for rotation in data.ROTATIONS:
         rng = np.random.default_rng(seed)
         out = [data.apply_geometry(t, data.random_geometry(rng, rotation), data.image_order(rotation))
@@ -88,12 +88,19 @@ def smoothing_table(train_x, test_x, tile, seed=0):
     return rows
 
 
+def study_slices(folder):
+    """((train x, y), (test x, y)) of a data-set folder, the test slices mapped as the training ones."""
+    train = data.warn_notes(data.read_split(folder, "train"))
+    test = data.warn_notes(data.read_split(folder, "test", intensity=train.intensity))
+    return (train.images, train.masks), (test.images, test.masks)
+
+
 def minimal_loop(study, seed, rotation, steps):
     """The reference: fresh random crops of whole slices, a rotation and flips, AdamW with cosine decay
     per step, BCE, the final weights. rotation 'right': np.rot90 by k; 'any': data.apply_geometry."""
     torch.manual_seed(seed)  # the same initial weights as train.py --seed seed
     rng = np.random.default_rng([seed, 1])
-    (x, y), (test_x, test_y) = (data.load_split(study.data, s) for s in ("train", "test"))
+    (x, y), (test_x, test_y) = study_slices(study.data)
     model = models.build_model("unet", filters=study.filters, batch_norm=study.batch_norm or None)
     models.set_bn_momentum(model, BN_MOMENTUM)  # as train.py does with --bn-momentum
     opt = torch.optim.AdamW(model.parameters(), lr=study.lr, weight_decay=presets.THESIS["weight_decay"])
@@ -104,8 +111,9 @@ def minimal_loop(study, seed, rotation, steps):
             group["lr"] = schedules.cosine_lr(step, steps, study.lr)
         xs, ys = [], []
         for _ in range(study.batch_size):
-            k, r, c = rng.integers(len(x)), rng.integers(x.shape[1] - t + 1), rng.integers(x.shape[2] - t + 1)
-            image, mask = x[k, r:r + t, c:c + t] / np.float32(255), y[k, r:r + t, c:c + t]  # (T, T) each
+            k = rng.integers(len(x))
+            r, c = rng.integers(x[k].shape[0] - t + 1), rng.integers(x[k].shape[1] - t + 1)
+            image, mask = x[k][r:r + t, c:c + t] / np.float32(255), y[k][r:r + t, c:c + t]  # (T, T) each
             if rotation == "right":
                 turns = rng.integers(4)
                 image, mask = np.rot90(image, turns), np.rot90(mask, turns)
@@ -207,7 +215,7 @@ def run_command(argv):
 def run_study(study, cells, seeds, out, settings):
     """The smoothing table, then every cell once per seed (a sweep stopped early has every cell once),
     into folder `out` (study.json, table.md) -> the record."""
-    (train_x, _), (test_x, _) = (data.load_split(study.data, s, masks=False) for s in ("train", "test"))
+    (train_x, _), (test_x, _) = study_slices(study.data)
     os.makedirs(out, exist_ok=True)
     smoothing = smoothing_table(train_x, test_x, study.tile)
     print("mean |horizontal difference| relative to the unaugmented training tiles:")

@@ -163,15 +163,16 @@ def model_predict_fn(model: nn.Module, device=None) -> Callable[[np.ndarray], np
 
 
 def predict_full(model: nn.Module, image: np.ndarray, multiple: int = 16, device=None,
-                 max_pixels: int = FULL_PASS_PIXELS, window: int = CNN_WINDOW,
-                 margin: int = CNN_MARGIN) -> np.ndarray:
+                 max_pixels: int = None, window: int = None, margin: int = None) -> np.ndarray:
     """Probability map of an (H, W) float32 image in [0, 1] from a fully convolutional model.
 
     Mirror-pads to a multiple of `multiple` as the training slices are (`data.pad_to_multiple`;
     2^4 for the four 2x2 poolings of the U-Net, Fig. 2.1), runs one forward pass and crops back; a
-    padded slice of more than `max_pixels` goes by `window`-px windows of it (`cnn_windows`).
-    Returns (H, W) float32 in [0, 1].
+    padded slice of more than `max_pixels` goes by `window`-px windows of it (`cnn_windows`; None: the
+    module's FULL_PASS_PIXELS, CNN_WINDOW, CNN_MARGIN). Returns (H, W) float32 in [0, 1].
     """
+    max_pixels, window, margin = (max_pixels or FULL_PASS_PIXELS, window or CNN_WINDOW,
+                                  CNN_MARGIN if margin is None else margin)
     assert image.ndim == 2, f"expected an (H, W) image, got shape {image.shape}"
     assert (window - 2 * margin) % multiple == 0, "windows must start on the poolings' grid"
     H, W = image.shape

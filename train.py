@@ -288,20 +288,27 @@ def restore_best(model, best, state, meta):
 # ----------------------------------------------------------------------------------------------
 # One run: its slices, training and validation sets, network, loop and test evaluation.
 
-def load_slices(run, splits=("train", "test")):
+def load_slices(run):
     """The run's slices, preprocessed (App. A) -> (the run with what its data decide, {split: (x, y)},
-    a line saying what they are). x: n slices (H, W) uint8; y: the same in {0, 1}, or None in a pretext
-    run (§3.3). A training split without a single mitochondrion is refused (there is nothing to learn)."""
+    a line saying what they are). x: n slices (H, W) uint8 (a list when their sizes differ); y: the same
+    in {0, 1}, or None in a pretext run (§3.3). A 16-bit data set's intensity map comes from its training
+    slices and serves its test slices (and predict.py's) too. Training masks without a single
+    mitochondrion are refused: there would be nothing to learn."""
     masks = not run.pretext
     if run.data:
-        parts = {s: data.read_split(run.data, s, masks=masks) for s in splits}
-        found = {s: (data.warn_notes(p).images, p.masks) for s, p in parts.items()}
-        line = f"data: {run.data}, layout {next(iter(parts.values())).layout}: " + ", ".join(
-            f"{s} {len(p.images)} slices of {data.hw(p.images.shape[1:])}" for s, p in parts.items())
+        train = data.warn_notes(data.read_split(run.data, "train", masks=masks, intensity=run.intensity))
+        test = data.warn_notes(data.read_split(run.data, "test", masks=masks, intensity=train.intensity))
+        if masks and not train.foreground:
+            raise data.DataError(f"{run.data}: the training masks hold no foreground pixel, so there is "
+                                 f"nothing to learn; check them with python data.py {run.data}")
+        run = replace(run, intensity=train.intensity)
+        found = {"train": (train.images, train.masks), "test": (test.images, test.masks)}
+        line = (f"data: {run.data}, layout {train.layout}: train {data.slices_text(train.images)}, test "
+                f"{data.slices_text(test.images)}" + (f"; test: {test.held_out}" if test.held_out else ""))
     else:
         side, sizes = run.image_side, {"train": run.train_images, "test": run.test_images}
         seeds = {"train": synthetic.TRAIN_SEED, "test": synthetic.TRAIN_SEED + 1}
-        found = {s: synthetic.synthetic_em(sizes[s], side, side, seed=seeds[s]) for s in splits}
+        found = {s: synthetic.synthetic_em(sizes[s], side, side, seed=seeds[s]) for s in sizes}
         line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
                 f"slices of {side}x{side}")
     if run.preprocess == "hist_match" and run.target_hist is None:  # App. A: the target's mean histogram

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -163,21 +164,22 @@ def _write_pair(root, split, names, sizes):
     ("size", "b.png"),
     ("empty", "test/x"),
     ("corrupt", "a.png"),
-    ("mixed", "b.png"),
+    ("no foreground", "no foreground"),
 ])
 def test_bad_data_exits_2_with_one_line(tmp_path, capsys, case, expected):
     root = tmp_path / "data"
     _write_pair(root, "train", ["a.png", "b.png"], [(40, 40), (40, 40)])
+    if case != "no foreground":  # a mitochondrion in the first mask: a split with something to learn
+        Image.fromarray(np.pad(np.ones((4, 4), np.uint8), 18)).save(root / "train" / "y" / "a.png")
     if case not in ("missing", "empty"):
         _write_pair(root, "test", ["a.png"], [(40, 40)])
+    if case == "missing":  # no masks either: nothing to hold a test split out of
+        shutil.rmtree(root / "train" / "y")
     if case == "empty":
         (root / "test" / "x").mkdir(parents=True)
         (root / "test" / "y").mkdir(parents=True)
     if case == "corrupt":
         (root / "test" / "x" / "a.png").write_bytes(b"not a png at all")
-    if case == "mixed":
-        for sub in ("x", "y"):
-            Image.fromarray(np.zeros((48, 40), np.uint8)).save(root / "train" / sub / "b.png")
     if case == "count":
         os.remove(root / "train" / "y" / "b.png")
     if case == "size":
