@@ -220,7 +220,7 @@ def run_stages(cfg, device, out):
               f"{stage.scheduler}, patience {stage.patience}, {run.fit.epochs} epochs, encoder "
               f"{'frozen' if stage.frozen else 'trained'}, {len(train_set)} training / {len(val_set)} "
               "validation crops")
-        state = train.fit(model, train_set, val_set, run.fit, device, folder, meta=train.checkpoint_meta(run),
+        state = train.fit(model, train_set, val_set, run.fit, device, folder, meta=run.checkpoint_meta,
                           resume=os.path.isfile(os.path.join(folder, "last.pt")),
                           label=f"stage {k + 1} {stage.name}")
         cli.write_json({"stage": stage.name, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],

@@ -108,74 +108,24 @@ def hold_out(n, folder):
     return {"train": range(n - n_test), "test": range(n - n_test, n)}
 
 
-def natural_key(name):
-    """Sort key that reads runs of digits as numbers, so 'mask2.png' < 'mask10.png' (ties: by name)."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
-
-
-def slice_numbers(names):
-    """The slice number each file name carries (its runs of digits, extension excluded), or None.
-
-    When every name of the folder carries as many numbers, it is the last one that changes from file to
-    file (a date or a '_v2' all names share is not it); a lone file's is its last number. Names with
-    different counts of numbers, or none, get None: no slice number is trusted.
-    """
-    numbers = [[int(d) for d in re.findall(r"\d+", os.path.splitext(os.path.basename(n))[0])] for n in names]
-    counts = {len(ns) for ns in numbers}
-    if len(counts) != 1 or counts == {0}:
-        return [None] * len(names)
-    varying = [k for k in range(len(numbers[0])) if len({ns[k] for ns in numbers}) > 1]
-    position = varying[-1] if varying else -1
-    return [ns[position] for ns in numbers]
-
-
 def image_files(folder):
     """Image files of `folder` in natural order (hidden files such as '._x.tif' are skipped)."""
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: folder not found; a data set needs {LAYOUT_HELP}")
     names = sorted((n for n in os.listdir(folder)
-                    if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")), key=natural_key)
+                    if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")),
+                   key=imagefiles.natural_key)
     if not names:
         raise DataError(f"{folder}: no image files (.png, .tif, .tiff) in this folder; put one "
                         "file per slice or one multi-page TIFF stack there")
     return [os.path.join(folder, n) for n in names]
 
 
-def _page_names(path, n):
-    """One name per page of a file: the file, or "file (page k)" in a stack."""
-    return [path] if n == 1 else [f"{path} (page {k + 1})" for k in range(n)]
-
-
-def read_files(paths, is_mask=False, notes=None, intensity=None):
-    """Every page of every file -> list of (path, list of (H, W) uint8 pages); a TIFF stack is one entry.
-
-    Images: 8-bit grey, or converted (colour to luminance, 1-bit to 0/255, 16-bit and 32-bit integers by
-    one linear map for all the files: `intensity` (low, high) when given, as a run records it, else their
-    own range; imagefiles.to_uint8). Masks in {0, 1}, by the rule the values of all the files call for
-    (imagefiles.to_binary). `notes` (a dict) gathers what the data report tells (imagefiles.new_note, and
-    "intensity": the map used, None when values were kept); without it, conversions warn.
-    """
-    note = imagefiles.new_note() if notes is None else notes
-    raw = [(path, imagefiles.read_pages(path, is_mask, note)) for path in paths]
-    pages = [page for _, file_pages in raw for page in file_pages]
-    names = [name for path, file_pages in raw for name in _page_names(path, len(file_pages))]
-    pages = (imagefiles.to_binary(pages, note) if is_mask
-             else imagefiles.to_uint8(pages, names, note, intensity))
-    files, start = [], 0
-    for path, file_pages in raw:
-        files.append((path, pages[start:start + len(file_pages)]))
-        start += len(file_pages)
-    if notes is None and paths:
-        imagefiles.warn_about(os.path.dirname(paths[0]), note)
-    return files
-
-
 def _read_folder(folder, is_mask, note):
     """Every page of every file in `folder` as stored -> (raw pages, one name per page, the files)."""
     files = image_files(folder)
     raw = [imagefiles.read_pages(path, is_mask, note) for path in files]
-    names = [name for path, pages in zip(files, raw) for name in _page_names(path, len(pages))]
+    names = [name for path, pages in zip(files, raw) for name in imagefiles.page_names(path, len(pages))]
     return [page for pages in raw for page in pages], names, files
 
 
@@ -183,16 +133,16 @@ def pair_files(n_images, x_files, n_masks, y_files, x_dir, y_dir):
     """Refuse slices and masks that do not pair -> whether their slice numbers were compared.
 
     Files pair in natural name order. When both folders hold one file per slice and both sets of names
-    carry slice numbers (`slice_numbers`), each pair must carry the same number, and a folder with a
-    different count of files is refused naming the first image with no mask of its number. Stacks
-    pair page by page.
+    carry slice numbers (`imagefiles.slice_numbers`), each pair must carry the same number, and a
+    folder with a different count of files is refused naming the first image with no mask of its
+    number. Stacks pair page by page.
     """
     if len(x_files) != n_images or len(y_files) != n_masks:  # stacks: nothing to compare but the counts
         if n_masks != n_images:
             raise DataError(f"{x_dir} holds {n_images} slices but {y_dir} holds {n_masks} masks; every slice "
                             "needs exactly one mask")
         return False
-    xs, ys = slice_numbers(x_files), slice_numbers(y_files)
+    xs, ys = imagefiles.slice_numbers(x_files), imagefiles.slice_numbers(y_files)
     numbered = None not in xs and None not in ys
     if len(x_files) != len(y_files):
         spare = [(f, n) for f, n in zip(x_files, xs) if numbered and n not in set(ys)]
@@ -406,6 +356,35 @@ def split_validation(n, fraction=0.1, seed=0):
     n_val = min(max(n_val, 1 if (n >= 2 and fraction > 0) else 0), max(n - 1, 0))
     order = np.random.default_rng(seed).permutation(n)         # (n,) int64
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def take(stack, idx):
+    """The slices (or tiles) of `stack` at the indices `idx`: an array for an array, else a list."""
+    return None if stack is None else stack[idx] if isinstance(stack, np.ndarray) else [stack[i] for i in idx]
+
+
+def training_sets(x, y, *, tile, sampling, val_fraction, augment, rotation, seed, degrade, source):
+    """(training set, validation set) of §4.3.1-4.3.2 from training slices x, y (None in a pretext run),
+    split with `seed`. sampling "tiles": the grid of tiles, a random val_fraction of them held out;
+    "crops": whole slices (CropDataset cuts fresh windows) and the grid tiles of a random val_fraction of
+    the slices. degrade: the pretext's degradation of an input (§3.3), or None; source names the data."""
+    tiles = lambda a: None if a is None else extract_tiles(a, tile)  # noqa: E731  (n, T, T) uint8
+    common = {"augment": augment, "seed": seed, "degrade": degrade, "rotation": rotation}
+    if sampling == "crops":
+        train_idx, val_idx = split_validation(len(x), val_fraction, seed=seed)  # whole slices
+        train_set = CropDataset(take(x, train_idx), take(y, train_idx), tile=tile, **common)
+        val = (tiles(take(x, val_idx)), tiles(take(y, val_idx)))
+    else:
+        tx, ty = tiles(x), tiles(y)
+        train_idx, val_idx = split_validation(len(tx), val_fraction, seed=seed)
+        train_set = TileDataset(tx[train_idx], take(ty, train_idx), **common)
+        val = (tx[val_idx], take(ty, val_idx))
+    val_set = TileDataset(*val, augment=False, seed=seed + 10_000, degrade=degrade)
+    if len(val_set) == 0 and val_fraction > 0:
+        unit = "slice(s)" if sampling == "crops" else f"tile(s) of {tile}px"
+        raise DataError(f"{source} gives {len(x)} training {unit}; at least 2 are needed (some go to "
+                        "validation): add slices, use a smaller --tile or --val-fraction 0")
+    return train_set, val_set
 
 
 # ---------------------------------------------------------------- augmentation (§4.3.2)

@@ -11,6 +11,7 @@ are reported beside it (the protocol of 3D tools such as pytorch_connectomics). 
 of an empty mask scores 1.
 Shapes: B batch, H x W a slice, n slices; NumPy comments give dtype and range.
 """
+import os
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 import cli
 import stitch
+import thesis_numbers
 
 # ---------------------------------------------------------------- metrics, Eq. 4.1-4.2 (§4.2.1)
 
@@ -138,6 +140,34 @@ def inference_numbers(model, side, device, amp=False):
     """Inference time per side x side patch as results.json keeps it (Tables 5.2/5.4 use 256x256)."""
     mean, std = time_inference(model, device, side=side, amp=amp)
     return {"inference_ms_per_patch": mean, "inference_ms_std": std, "inference_patch": side}
+
+
+# ---------------------------------------------------------------- a run's report (§5)
+
+def report(results, out, *, run_settings, pretext, data_name, arch, size):
+    """A run's last lines: its test numbers (the mean ± std over seeds, as §5 reports them, kept in
+    out/summary.json), the thesis's beside them (Table 5.4, where `data_name` names its data set), the
+    inference time and where the outputs are."""
+    key = "test_mse" if pretext else "test_iou_f"
+    values = [r[key] for r in results]
+    line = f"test {key[5:]}: {cli.mean_std(values, 4)}" + (f" over {len(values)} runs" if len(values) > 1
+                                                             else "")
+    if not pretext:
+        line += (f"   (pooled IoU_F {np.mean([r['test_iou_f_global'] for r in results]):.4f}, "
+                 f"Dice {np.mean([r['test_dice'] for r in results]):.4f})")
+    print(line)
+    thesis = thesis_numbers.iou_5_4(os.path.basename(os.path.normpath(data_name or "")), arch, size)
+    if thesis and not pretext:
+        print(f"thesis (Table 5.4, {thesis_numbers.DATASETS_5_4[thesis[0]]}): IoU_F {thesis[1]}")
+    print(f"inference {results[0]['inference_ms_per_patch']:.2f} ± {results[0]['inference_ms_std']:.2f} ms "
+          f"per {results[0]['inference_patch']}x{results[0]['inference_patch']} patch on "
+          f"{results[0]['device']}; outputs in {out}")
+    if len(results) > 1:
+        cli.write_json({key: values, "mean": float(np.mean(values)), "std": float(np.std(values)),
+                        "run": run_settings}, os.path.join(out, "summary.json"))
+    if not data_name:
+        print("real data: python data.py DIR, then python train.py --data DIR (Lucchi++, Kasthuri++ or your "
+              "own)")
 
 
 # ---------------------------------------------------------------- pictures (Pillow only)

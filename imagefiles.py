@@ -1,4 +1,5 @@
-"""Image files: what the pixels of a slice or mask file mean, read into (H, W) uint8 arrays.
+"""Image files: what the pixels of a slice or mask file mean, read into (H, W) uint8 arrays, and the
+order and slice numbers their names carry.
 
 Thesis: §4.1 (the data sets: 8-bit grey slices and their mitochondria masks), §4.3.1 ("the data is
 normalized in the [0, 1] range"). The thesis's data sets are 8-bit grey with 0/255 masks; what users bring
@@ -20,6 +21,8 @@ besides, and how this module reads it, is our decision, since the thesis is sile
 Shapes: H x W a page; NumPy comments give dtype and range.
 """
 import contextlib
+import os
+import re
 import warnings
 from collections import Counter
 
@@ -330,3 +333,55 @@ def warn_about(folder, note):
     for line in sorted(note.get("converted", ())) + [rule]:
         if line:
             warnings.warn(f"{folder}: {line}", stacklevel=3)
+
+
+# ---------------------------------------------------------------- files: their order, slice numbers, pages
+
+def natural_key(name):
+    """Sort key that reads runs of digits as numbers, so 'mask2.png' < 'mask10.png' (ties: by name)."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+def slice_numbers(names):
+    """The slice number each file name carries (its runs of digits, extension excluded), or None.
+
+    When every name of the folder carries as many numbers, it is the last one that changes from file to
+    file (a date or a '_v2' all names share is not it); a lone file's is its last number. Names with
+    different counts of numbers, or none, get None: no slice number is trusted.
+    """
+    numbers = [[int(d) for d in re.findall(r"\d+", os.path.splitext(os.path.basename(n))[0])] for n in names]
+    counts = {len(ns) for ns in numbers}
+    if len(counts) != 1 or counts == {0}:
+        return [None] * len(names)
+    varying = [k for k in range(len(numbers[0])) if len({ns[k] for ns in numbers}) > 1]
+    position = varying[-1] if varying else -1
+    return [ns[position] for ns in numbers]
+
+
+def page_names(path, n):
+    """One name per page of a file: the file, or "file (page k)" in a stack."""
+    return [path] if n == 1 else [f"{path} (page {k + 1})" for k in range(n)]
+
+
+def read_files(paths, is_mask=False, notes=None, intensity=None):
+    """Every page of every file -> list of (path, list of (H, W) uint8 pages); a TIFF stack is one entry.
+
+    Images: 8-bit grey, or converted (colour to luminance, 1-bit to 0/255, 16-bit and 32-bit integers by
+    one linear map for all the files: `intensity` (low, high) when given, as a run records it, else their
+    own range; to_uint8). Masks in {0, 1}, by the rule the values of all the files call for (to_binary).
+    `notes` (a dict) gathers what the data report tells (new_note, and "intensity": the map used, None
+    when values were kept); without it, conversions warn.
+    """
+    note = new_note() if notes is None else notes
+    raw = [(path, read_pages(path, is_mask, note)) for path in paths]
+    pages = [page for _, file_pages in raw for page in file_pages]
+    names = [name for path, file_pages in raw for name in page_names(path, len(file_pages))]
+    pages = to_binary(pages, note) if is_mask else to_uint8(pages, names, note, intensity)
+    files, start = [], 0
+    for path, file_pages in raw:
+        files.append((path, pages[start:start + len(file_pages)]))
+        start += len(file_pages)
+    if notes is None and paths:
+        warn_about(os.path.dirname(paths[0]), note)
+    return files

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 import data
 import degrade
 import evaluate
+import imagefiles
 import models
 import presets
 
@@ -109,7 +110,7 @@ def read_masks(path, files, input_path):
     if not os.path.exists(path):
         raise cli.UsageError(f"--masks {path}: no such file or folder")
     image_dir = input_path if os.path.isdir(input_path) else os.path.dirname(files[0][0])
-    mask_files = data.read_files(mask_paths(path, image_dir), is_mask=True)
+    mask_files = imagefiles.read_files(mask_paths(path, image_dir), is_mask=True)
     masks = [m for _, pages in mask_files for m in pages]
     slices = [p for _, pages in files for p in pages]
     data.pair_files(len(slices), [f for f, _ in files], len(masks), [f for f, _ in mask_files], image_dir,
@@ -124,7 +125,7 @@ def read_masks(path, files, input_path):
 
 def segment(model, device, files, *, out, masks=None, threshold=0.5, probabilities=False, overlays=3,
             overwrite=False, amp=False, checkpoint=None):
-    """Predict every slice of `files` ((path, pages) as data.read_files gives them), then write masks,
+    """Predict every slice of `files` ((path, pages) as imagefiles.read_files gives them), then write masks,
     probability maps, overlays and, with ground-truth `masks`, metrics.json -> the probabilities (and
     the metrics)."""
     from tqdm import tqdm
@@ -342,7 +343,7 @@ def run_command(argv):
     model, run = load_model(args.checkpoint)
     if not os.path.exists(args.input):
         raise cli.UsageError(f"{args.input}: no such file or folder; pass a slice, a TIFF stack or a folder")
-    files = data.read_files(input_paths(args.input), intensity=run.intensity)  # the run's 16-bit map
+    files = imagefiles.read_files(input_paths(args.input), intensity=run.intensity)  # the run's 16-bit map
     masks = read_masks(args.masks, files, args.input) if args.masks else None
     files = [(path, prepared(run, pages)) for path, pages in files]  # the run's App. A preprocessing
     device = cli.pick_device(args.device)

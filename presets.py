@@ -16,11 +16,12 @@ without (`--preset` picks any); reproduce.py's `--quick` tables run `QUICK`; Tab
 domains runs `LIGHT` and `ADAPT_LIGHT`. The measurements behind the lighter presets: docs/speed.md and
 docs/domain-adaptation.md.
 """
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 import cli
+import data
 import degrade
 import models
 
@@ -94,6 +95,11 @@ class RunConfig:
     def network(self):
         """What a checkpoint records about the network (models.network_config)."""
         return models.network_config(self.arch, self.size, self.filters, self.model_kwargs)
+
+    @property
+    def checkpoint_meta(self):
+        """What every checkpoint of the run carries besides its tensors: the network and the settings."""
+        return {"config": self.network, "run": asdict(self)}
 
     @classmethod
     def from_dict(cls, saved):
@@ -322,3 +328,64 @@ def differences(settings, thesis=THESIS):
     keys = [k for k in COMPARED if k in settings and settings[k] != thesis[k]]
     return ", ".join(f"{k.replace('_', ' ')} {_shown(k, settings[k])} (thesis {_shown(k, thesis[k])})"
                      for k in keys)
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py's flags for these settings: each sets the setting of its name, None (not given) leaves the
+# preset's value (make_config).
+
+def add_setting_flags(p):
+    """Every setting's flag, in groups, on the argparse parser `p` (train.py's parse_args)."""
+    add = p.add_argument_group("training (§4.3.2, App. B)").add_argument
+    add("--epochs", type=cli.at_least(int, 0))
+    add("--steps", type=cli.at_least(int), help="a budget of optimiser steps instead: the whole epochs "
+        "nearest it, whatever the data's size (the cpu preset's)")
+    add("--patience", type=cli.at_least(int), help="early-stopping patience on the validation loss")
+    add("--batch-size", type=cli.at_least(int))
+    add("--lr", type=cli.at_least(float, 0.0))
+    add("--weight-decay", type=cli.at_least(float, 0.0))
+    add("--loss", choices=["bce", "bce_dice"])
+    add("--optimizer", choices=["adamw", "adam", "sgd"])
+    add("--scheduler", choices=["cosine", "onecycle", "plateau", "none"])
+    add("--alpha", type=cli.unit_interval, help="Attention Y-Net weight of the MSE term (App. A Eq. 1)")
+    add("--pretext", help="denoising pre-training (§3.3), comma separated: "
+        f"{', '.join(degrade.DEGRADATIONS)}")
+    add("--init-from", metavar="CHECKPOINT", help="start from a checkpoint's matching tensors (§3.3)")
+    add("--seed", type=cli.at_least(int, 0))
+    add("--repeats", type=cli.at_least(int), help="runs with seeds seed..seed+N-1; mean ± std (§5)")
+    add = p.add_argument_group("data pipeline (§4.3.1-4.3.2)").add_argument
+    add("--tile", type=cli.at_least(int, 16), help="training tile and transformer input side (256)")
+    add("--no-augment", dest="augment", action="store_false", default=None, help="no rotations or flips")
+    add("--rotation", choices=data.ROTATIONS, help="any: uniform in [-180, 180], bilinear (§4.3.2); "
+        "any-nearest: the same angles, nearest neighbour; right: multiples of 90 degrees")
+    add("--sampling", choices=["tiles", "crops"], help="tiles: the fixed grid (§4.3.1); crops: a fresh "
+        "random window per sample and epoch")
+    add("--val-fraction", type=cli.fraction, help="share of the training tiles held out (0.1, §4.3.2)")
+    add("--preprocess", choices=degrade.PREPROCESSING, help="App. A baselines on every image the model "
+        "sees: CLAHE, or histogram matching to --match-to")
+    add("--match-to", metavar="DIR", help="--preprocess hist_match: the data set whose training images "
+        "give the mean histogram (App. A); its masks are never read")
+    add = p.add_argument_group("the built-in synthetic set (without --data)").add_argument
+    add("--train-images", type=cli.at_least(int))
+    add("--test-images", type=cli.at_least(int))
+    add("--image-side", type=cli.at_least(int, 16))
+    add = p.add_argument_group("model knobs (default: the arch's best, Table 5.1, App. B)").add_argument
+    add("--batch-norm", dest="batch_norm", action="store_true", default=None)
+    add("--no-batch-norm", dest="batch_norm", action="store_false")
+    add("--bn-momentum", type=cli.unit_interval, help="torch convention; 0.01 = Keras's 0.99 (the thesis's)")
+    add("--dropout", type=cli.fraction, nargs="+", help="one rate, or one per level incl. bottleneck")
+    add("--vit-dropout", type=cli.fraction, help="UNETR/YNETR: the ViT's attention and MLP dropout (0.1)")
+    add("--activation", choices=["relu", "elu", "gelu"])
+    add("--init", help="kernel initialiser: glorot_uniform or he_normal (Table 5.1)")
+    add("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1)")
+    add("--fused-attention", action="store_true", default=None,
+        help="UNETR/YNETR: Eq. 2.1 by torch's fused kernel (same outputs to rounding)")
+    add = p.add_argument_group("machine").add_argument
+    add("--amp", action="store_true", default=None, help="bf16 autocast (CUDA, or a CPU with bf16 units)")
+    add("--channels-last", dest="channels_last", action="store_true", default=None,
+        help="NHWC weights, faster convolutions (on in the demo)")
+    add("--no-channels-last", dest="channels_last", action="store_false")
+    add("--compile", action="store_true", default=None, help="torch.compile the training model (GPU)")
+    add("--workers", type=cli.at_least(int, 0), help="DataLoader workers (default 0 on CPU, 4 on GPU)")
+    add("--threads", type=cli.at_least(int), help="CPU threads for torch (1 in the demo)")
+    add("--progress", action="store_true", default=None, help="the per-epoch bar even off a terminal")

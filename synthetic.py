@@ -204,6 +204,13 @@ def synthetic_em(n_images, height=512, width=512, seed=0, domain="a"):
     return images, masks
 
 
+def splits(n_train, n_test, side):
+    """The built-in set as a run trains on it: {"train": (x, y), "test": (x, y)} of side x side slices,
+    the same for every run seed (TRAIN_SEED, and the next seed for the test slices)."""
+    return {"train": synthetic_em(n_train, side, side, seed=TRAIN_SEED),
+            "test": synthetic_em(n_test, side, side, seed=TRAIN_SEED + 1)}
+
+
 def best_threshold_iou(images, masks):
     """Best IoU_F (Eq. 4.2) of one global threshold over the stack, either polarity, all 256.
 

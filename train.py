@@ -1,22 +1,17 @@
 """Train and evaluate the thesis's networks: the training story of §4.3, top to bottom, and its command.
 
-Thesis: §4.3.1-4.3.2 (data processing and training setup), §4.2 (evaluation of whole test slices),
-§3.3 and §5.3 (self-supervised pre-training, Table 5.5), App. A Eq. 1 (the Attention Y-Net's loss),
-App. B Table 2 (the hyperparameter search space).
+Thesis: §4.3.1-4.3.2 (data processing and training setup), §4.2 (evaluation of whole test slices), §3.3
+and §5.3 (self-supervised pre-training), App. A Eq. 1 (the Attention Y-Net's loss), App. B Table 2.
 
     python train.py --arch unetr2d --size mini              # demo on the built-in synthetic EM set
     python train.py --arch unetr2d --size base --data DIR   # the thesis protocol on Lucchi++ / Kasthuri++
-    python train.py --arch unet --summary                   # parameter count beside the thesis's
     torchrun --standalone --nproc_per_node=4 train.py --data DIR ...   # data-parallel (distributed.py)
 
-Read it in order: the loss (`compute_loss`), one epoch (`train_one_epoch`), validation (`validate`), the
-loop (`fit`: train, validate, schedule, keep the best, stop early), one run (`train_run`: data, model,
-fit, test evaluation), and at the bottom the command (flags, the run folder, the seeds, the report).
-Every setting is a field of one frozen `presets.RunConfig` (its loop's are a `presets.FitConfig`), made
-once from a preset and the flags by `presets.make_config`. Where we differ from the thesis code: the loss
-takes logits (BCEWithLogits) rather than probabilities, and the pretext loss is the MSE between
-sigmoid(logits) and the clean image.
-Shapes: B batch, T tile side, H x W slice.
+Read it in order: the loss, one epoch, validation, the loop (`fit`), one run (`train_run`), and at the
+bottom the command (flags, the run folder, the seeds, the report). Every setting is a field of one frozen
+`presets.RunConfig`, made once from a preset and the flags by `presets.make_config`. Where we differ from
+the thesis code: the loss takes logits (BCEWithLogits), and the pretext loss is the MSE between
+sigmoid(logits) and the clean image. Shapes: B batch, T tile side, H x W slice.
 """
 import contextlib
 import csv
@@ -94,8 +89,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg, device, epoch):
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
                disable=not distributed.is_main() or (not sys.stderr.isatty() and not cfg.progress))
     for x, y in bar:
-        # (B, 1, T, T); one channel is already channels-last, so --channels-last needs only the model's
-        # weights
+        # (B, 1, T, T): one channel is channels-last already (--channels-last needs only the weights)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = batch_loss(model, x, y, cfg, device)[1]
         optimizer.zero_grad(set_to_none=True)
@@ -306,11 +300,9 @@ def load_slices(run):
         line = (f"data: {run.data}, layout {train.layout}: train {data.slices_text(train.images)}, test "
                 f"{data.slices_text(test.images)}" + (f"; test: {test.held_out}" if test.held_out else ""))
     else:
-        side, sizes = run.image_side, {"train": run.train_images, "test": run.test_images}
-        seeds = {"train": synthetic.TRAIN_SEED, "test": synthetic.TRAIN_SEED + 1}
-        found = {s: synthetic.synthetic_em(sizes[s], side, side, seed=seeds[s]) for s in sizes}
+        found = synthetic.splits(run.train_images, run.test_images, run.image_side)
         line = (f"data: the built-in synthetic EM set, {run.train_images} train / {run.test_images} test "
-                f"slices of {side}x{side}")
+                f"slices of {run.image_side}x{run.image_side}")
     if run.preprocess == "hist_match" and run.target_hist is None:  # App. A: the target's mean histogram
         target = data.load_split(run.match_to, "train", masks=False)[0]
         run = replace(run, target_hist=tuple(float(v) for v in degrade.mean_histogram(target)))
@@ -319,36 +311,13 @@ def load_slices(run):
                  for s, (x, y) in found.items()}, line
 
 
-def take(stack, idx):
-    """The slices (or tiles) of `stack` at the indices `idx`: an array for an array, else a list."""
-    return None if stack is None else stack[idx] if isinstance(stack, np.ndarray) else [stack[i] for i in idx]
-
-
 def training_sets(run, x, y, seed):
-    """(training set, validation set) of §4.3.1-4.3.2 from training slices x, y, split with `seed`.
-
-    sampling "tiles": the grid of tiles, a random val_fraction of them held out; "crops": whole slices
-    (data.CropDataset cuts fresh windows) and the grid tiles of a random val_fraction of the slices.
-    """
+    """(training set, validation set) of §4.3.1-4.3.2 from the run's training slices x, y, split with
+    `seed` (data.training_sets, with the run's tile, sampling, hold-out, augmentation and pretext)."""
     noise = degrade.random_degradation(list(run.pretext)) if run.pretext else None
-    tiles = lambda a: None if a is None else data.extract_tiles(a, run.tile)  # noqa: E731  (n, T, T) uint8
-    common = {"augment": run.augment, "seed": seed, "degrade": noise, "rotation": run.rotation}
-    if run.sampling == "crops":
-        train_idx, val_idx = data.split_validation(len(x), run.val_fraction, seed=seed)  # whole slices
-        train_set = data.CropDataset(take(x, train_idx), take(y, train_idx), tile=run.tile, **common)
-        val = (tiles(take(x, val_idx)), tiles(take(y, val_idx)))
-    else:
-        tx, ty = tiles(x), tiles(y)
-        train_idx, val_idx = data.split_validation(len(tx), run.val_fraction, seed=seed)
-        train_set = data.TileDataset(tx[train_idx], take(ty, train_idx), **common)
-        val = (tx[val_idx], take(ty, val_idx))
-    val_set = data.TileDataset(*val, augment=False, seed=seed + 10_000, degrade=noise)
-    if len(val_set) == 0 and run.val_fraction > 0:
-        unit = "slice(s)" if run.sampling == "crops" else f"tile(s) of {run.tile}px"
-        raise cli.UsageError(f"{run.data or 'the synthetic set'} gives {len(x)} training {unit}; at least 2 "
-                             "are needed (some go to validation): add slices, use a smaller --tile or "
-                             "--val-fraction 0")
-    return train_set, val_set
+    return data.training_sets(x, y, tile=run.tile, sampling=run.sampling, val_fraction=run.val_fraction,
+                              augment=run.augment, rotation=run.rotation, seed=seed, degrade=noise,
+                              source=run.data or "the synthetic set")
 
 
 def build_network(run):
@@ -356,11 +325,6 @@ def build_network(run):
     model = models.build_model(run.arch, run.size, run.filters, **run.model_kwargs)
     models.set_bn_momentum(model, run.bn_momentum)
     return model.to(memory_format=torch.channels_last) if run.channels_last else model
-
-
-def checkpoint_meta(run):
-    """What every checkpoint of the run carries besides its tensors: the network and the run's settings."""
-    return {"config": run.network, "run": asdict(run)}
 
 
 def score_test_set(model, run, test_x, test_y, device):
@@ -389,11 +353,8 @@ def train_run(run, slices, device, out, resume=False):
     model = build_network(run).to(device)
     network = models.display_name(run.arch, run.size, run.filters)
     if run.init_from and not resume:  # §3.3: fine-tune from a pre-trained run
-        loaded, fresh = models.load_matching(model, run.init_from, network)
-        print(f"--init-from {run.init_from}: loaded {len(loaded)} tensors ({models.module_names(loaded)})"
-              + (f"; kept as initialised: {len(fresh)} ({models.module_names(fresh)})" if fresh
-                 else "; every tensor matched"))
-    state = fit(model, train_set, val_set, run.fit, device, out, meta=checkpoint_meta(run), resume=resume)
+        print(f"--init-from {run.init_from}: {models.load_matching(model, run.init_from, network)}")
+    state = fit(model, train_set, val_set, run.fit, device, out, meta=run.checkpoint_meta, resume=resume)
     if state is None:
         return None
     (test_x, test_y), sized = slices["test"], models.ARCHS[run.arch]["sized"]
@@ -447,70 +408,13 @@ def parse_args(argv):
     add("--out", help="output folder (default runs/<arch>-<size>-<time>)")
     add("--resume", action="store_true", help="continue the run in --out from its last.pt")
     add("--summary", action="store_true", help="print the parameter count beside the thesis's and exit")
-    add = p.add_argument_group("training (§4.3.2, App. B)").add_argument
-    add("--epochs", type=cli.at_least(int, 0))
-    add("--steps", type=cli.at_least(int), help="a budget of optimiser steps instead: the whole epochs "
-        "nearest it, whatever the data's size (the cpu preset's)")
-    add("--patience", type=cli.at_least(int), help="early-stopping patience on the validation loss")
-    add("--batch-size", type=cli.at_least(int))
-    add("--lr", type=cli.at_least(float, 0.0))
-    add("--weight-decay", type=cli.at_least(float, 0.0))
-    add("--loss", choices=["bce", "bce_dice"])
-    add("--optimizer", choices=["adamw", "adam", "sgd"])
-    add("--scheduler", choices=["cosine", "onecycle", "plateau", "none"])
-    add("--alpha", type=cli.unit_interval, help="Attention Y-Net weight of the MSE term (App. A Eq. 1)")
-    add("--pretext", help="denoising pre-training (§3.3), comma separated: "
-        f"{', '.join(degrade.DEGRADATIONS)}")
-    add("--init-from", metavar="CHECKPOINT", help="start from a checkpoint's matching tensors (§3.3)")
-    add("--seed", type=cli.at_least(int, 0))
-    add("--repeats", type=cli.at_least(int), help="runs with seeds seed..seed+N-1; mean ± std (§5)")
-    add_data_and_machine_flags(p)
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    presets.add_setting_flags(p)  # every setting's flag, beside the defaults it overrides
     args = p.parse_args(argv)
     if args.init and args.init not in ("glorot_uniform", "he_normal"):
         hint = f"; to start from a checkpoint use --init-from {args.init}" * os.path.exists(args.init)
         raise cli.UsageError(f"--init {args.init}: a kernel initialiser, glorot_uniform or he_normal{hint}")
     return args
-
-
-def add_data_and_machine_flags(p):
-    """The flags of the data pipeline, the synthetic set, the model knobs and the machine."""
-    add = p.add_argument_group("data pipeline (§4.3.1-4.3.2)").add_argument
-    add("--tile", type=cli.at_least(int, 16), help="training tile and transformer input side (256)")
-    add("--no-augment", dest="augment", action="store_false", default=None, help="no rotations or flips")
-    add("--rotation", choices=data.ROTATIONS, help="any: uniform in [-180, 180], bilinear (§4.3.2); "
-        "any-nearest: the same angles, nearest neighbour; right: multiples of 90 degrees")
-    add("--sampling", choices=["tiles", "crops"], help="tiles: the fixed grid (§4.3.1); crops: a fresh "
-        "random window per sample and epoch")
-    add("--val-fraction", type=cli.fraction, help="share of the training tiles held out (0.1, §4.3.2)")
-    add("--preprocess", choices=degrade.PREPROCESSING, help="App. A baselines on every image the model "
-        "sees: CLAHE, or histogram matching to --match-to")
-    add("--match-to", metavar="DIR", help="--preprocess hist_match: the data set whose training images "
-        "give the mean histogram (App. A); its masks are never read")
-    add = p.add_argument_group("the built-in synthetic set (without --data)").add_argument
-    add("--train-images", type=cli.at_least(int))
-    add("--test-images", type=cli.at_least(int))
-    add("--image-side", type=cli.at_least(int, 16))
-    add = p.add_argument_group("model knobs (default: the arch's best, Table 5.1, App. B)").add_argument
-    add("--batch-norm", dest="batch_norm", action="store_true", default=None)
-    add("--no-batch-norm", dest="batch_norm", action="store_false")
-    add("--bn-momentum", type=cli.unit_interval, help="torch convention; 0.01 = Keras's 0.99 (the thesis's)")
-    add("--dropout", type=cli.fraction, nargs="+", help="one rate, or one per level incl. bottleneck")
-    add("--vit-dropout", type=cli.fraction, help="UNETR/YNETR: the ViT's attention and MLP dropout (0.1)")
-    add("--activation", choices=["relu", "elu", "gelu"])
-    add("--init", help="kernel initialiser: glorot_uniform or he_normal (Table 5.1)")
-    add("--attention-gates", action="store_true", default=None, help="U-Net only (Table 5.1)")
-    add("--fused-attention", action="store_true", default=None,
-        help="UNETR/YNETR: Eq. 2.1 by torch's fused kernel (same outputs to rounding)")
-    add = p.add_argument_group("machine").add_argument
-    add("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    add("--amp", action="store_true", default=None, help="bf16 autocast (CUDA, or a CPU with bf16 units)")
-    add("--channels-last", dest="channels_last", action="store_true", default=None,
-        help="NHWC weights, faster convolutions (on in the demo)")
-    add("--no-channels-last", dest="channels_last", action="store_false")
-    add("--compile", action="store_true", default=None, help="torch.compile the training model (GPU)")
-    add("--workers", type=cli.at_least(int, 0), help="DataLoader workers (default 0 on CPU, 4 on GPU)")
-    add("--threads", type=cli.at_least(int), help="CPU threads for torch (1 in the demo)")
-    add("--progress", action="store_true", default=None, help="the per-epoch bar even off a terminal")
 
 
 PROGRAM = ("out", "resume", "summary", "device", "preset")  # how to run, not what a run is
@@ -540,48 +444,6 @@ def prepare_out(run, out, resume=False):
     return out
 
 
-def check_start(run, device):
-    """Refuse, before any folder exists, what the run could only fail on later: bf16 on a CPU without it,
-    and an --init-from checkpoint that is no checkpoint or fits nothing of the network."""
-    evaluate.check_amp(run.fit.amp, device)
-    if run.init_from:
-        with torch.device("meta"):
-            network = models.build_model(run.arch, run.size, run.filters, **run.model_kwargs)
-        models.matching_tensors(network, run.init_from, models.display_name(run.arch, run.size, run.filters))
-
-
-def report(run, results, out):
-    """Final lines: test numbers (mean ± std over repetitions, as §5), the thesis's beside them."""
-    key = "test_mse" if run.pretext else "test_iou_f"
-    values = [r[key] for r in results]
-    line = f"test {key[5:]}: {cli.mean_std(values, 4)}" + (f" over {len(values)} runs" if len(values) > 1
-                                                             else "")
-    if not run.pretext:
-        line += (f"   (pooled IoU_F {np.mean([r['test_iou_f_global'] for r in results]):.4f}, "
-                 f"Dice {np.mean([r['test_dice'] for r in results]):.4f})")
-    print(line)
-    thesis = thesis_numbers.iou_5_4(os.path.basename(os.path.normpath(run.data or "")),
-                                    run.arch, run.size if models.ARCHS[run.arch]["sized"] else None)
-    if thesis and not run.pretext:
-        print(f"thesis (Table 5.4, {thesis_numbers.DATASETS_5_4[thesis[0]]}): IoU_F {thesis[1]}")
-    print(f"inference {results[0]['inference_ms_per_patch']:.2f} ± {results[0]['inference_ms_std']:.2f} ms "
-          f"per {results[0]['inference_patch']}x{results[0]['inference_patch']} patch on "
-          f"{results[0]['device']}; outputs in {out}")
-    if len(results) > 1:
-        cli.write_json({key: values, "mean": float(np.mean(values)), "std": float(np.std(values)),
-                        "run": asdict(run)}, os.path.join(out, "summary.json"))
-    if not run.data:
-        print("real data: python data.py DIR, then python train.py --data DIR (Lucchi++, Kasthuri++ or your "
-              "own)")
-
-
-def summary_command(run):
-    """--summary: the network's parameters beside the thesis's (Tables 5.2/5.4)."""
-    sized = models.ARCHS[run.arch]["sized"]
-    thesis = thesis_numbers.params(run.arch, run.size if sized else None, run.filters)
-    print("\n".join(models.summary(run.arch, run.size, run.filters, run.model_kwargs, thesis)))
-
-
 def train_command(argv):
     """python train.py ...: the settings, the data (refused before any folder exists), the run folder,
     each seed's run, the report. A caller in this process keeps its torch thread count."""
@@ -589,14 +451,19 @@ def train_command(argv):
     try:
         args = parse_args(argv)
         given = {k: v for k, v in vars(args).items() if k not in PROGRAM}
-        if args.summary:  # the thesis's networks, at the thesis's settings unless a flag says otherwise
-            return summary_command(presets.make_config(preset=args.preset or "thesis", **given))
+        if args.summary:  # the network at the thesis's settings (unless flags say otherwise) beside its count
+            run = presets.make_config(preset=args.preset or "thesis", **given)
+            thesis = thesis_numbers.params(run.arch, run.size if models.ARCHS[run.arch]["sized"] else None,
+                                           run.filters)
+            return print("\n".join(models.summary(run.arch, run.size, run.filters, run.model_kwargs, thesis)))
         device = cli.pick_device(args.device)
         if args.resume:
             run = resumed_config(args.out, argv, vars(args))
         else:
             run = presets.make_config(preset=args.preset, device_type=device.type, **given)
-        check_start(run, device)
+        evaluate.check_amp(run.fit.amp, device)  # refused before any folder exists, as bad data below
+        if run.init_from:
+            models.check_init_from(run.init_from, run.arch, run.size, run.filters, run.model_kwargs)
         device = distributed.join_torchrun(device)
         run, slices, line = load_slices(run)  # bad data is refused here, before the run folder exists
         print(line)
@@ -614,7 +481,8 @@ def train_command(argv):
             results = train_seeds(run, slices, device, out, resume=args.resume)
         if not distributed.is_main():
             return None
-        report(run, results, out)
+        evaluate.report(results, out, run_settings=asdict(run), pretext=bool(run.pretext), data_name=run.data,
+                        arch=run.arch, size=run.size if models.ARCHS[run.arch]["sized"] else None)
         print(f"total wall time {cli.clock(time.perf_counter() - started)}")
         return results[0] if run.repeats == 1 else results
     finally:

@@ -64,7 +64,7 @@ def test_the_bomb_guard_is_lifted_around_our_reads_only(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")                      # not even a DecompressionBombWarning
         part = data.read_split(root, "test")
-        (_, pages), = data.read_files([path])
+        (_, pages), = imagefiles.read_files([path])
     np.testing.assert_array_equal(part.images, images)
     np.testing.assert_array_equal(pages[0], images[0])
     assert Image.MAX_IMAGE_PIXELS == 100                   # the caller's limit, restored
@@ -87,9 +87,9 @@ def test_a_slice_that_would_not_fit_in_memory_is_refused_with_one_line(tmp_path,
     monkeypatch.setattr(imagefiles, "available_memory", lambda: need_16)  # just enough
     assert len(data.read_split(str(tmp_path), "test", masks=False).images) == 2
     monkeypatch.setattr(imagefiles, "available_memory", lambda: need_8 - 1)
-    assert "eight.png" in _one_line_error(data.read_files, [str(tmp_path / "eight.png")])
+    assert "eight.png" in _one_line_error(imagefiles.read_files, [str(tmp_path / "eight.png")])
     monkeypatch.setattr(imagefiles, "available_memory", lambda: need_8)
-    assert len(data.read_files([str(tmp_path / "eight.png")])) == 1
+    assert len(imagefiles.read_files([str(tmp_path / "eight.png")])) == 1
     monkeypatch.setattr(imagefiles, "available_memory", lambda: None)  # no /proc/meminfo: no check
     assert len(data.read_split(str(tmp_path), "test", masks=False).images) == 2
 
@@ -176,7 +176,7 @@ def test_the_test_split_and_new_slices_take_the_training_map(tmp_path):
     converted = " ".join(second.notes["images"]["converted"])
     assert "values 50..4050 (the map given)" in converted and "outside, clipped" in converted
     notes = {}
-    (_, pages), = data.read_files([os.path.join(root, "test", "x", "s02.png")], notes=notes,
+    (_, pages), = imagefiles.read_files([os.path.join(root, "test", "x", "s02.png")], notes=notes,
                                    intensity=[3000.5, 5000.5])
     np.testing.assert_array_equal(pages[0], _mapped(test[2], 3000.5, 5000.5))
     assert notes["intensity"] == (3000.5, 5000.5) and 0 < (pages[0] == 255).mean() < 0.5
@@ -191,7 +191,7 @@ def test_32_bit_integer_slices_map_the_same_way(tmp_path):
         Image.fromarray(raw[i]).save(tmp_path / f"s{i}.tif")
     assert Image.open(tmp_path / "s0.tif").mode == "I"
     notes = {}
-    files = data.read_files([str(tmp_path / f"s{i}.tif") for i in range(2)], notes=notes)
+    files = imagefiles.read_files([str(tmp_path / f"s{i}.tif") for i in range(2)], notes=notes)
     assert notes["intensity"] == (-1000, 3000)
     np.testing.assert_array_equal(np.stack([p for _, (p,) in files]), _mapped(raw, -1000, 3000))
 
@@ -217,7 +217,7 @@ def test_8_bit_and_deeper_slices_in_one_split_are_refused(tmp_path):
     message = _one_line_error(data.read_split, str(tmp_path), "test", masks=False)
     assert "s01.png" in message and "s00.png" in message and "one bit depth" in message
     eight = str(tmp_path / "test" / "x" / "s00.png")        # an 8-bit slice under a 16-bit run's map
-    message = _one_line_error(data.read_files, [eight], intensity=(50, 4050))
+    message = _one_line_error(imagefiles.read_files, [eight], intensity=(50, 4050))
     assert "s00.png" in message and "8-bit" in message and "50..4050" in message
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import data
+import imagefiles
 import predict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,7 @@ def test_plain_sorting_would_have_paired_other_slices(tmp_path):
     """The failure this guards against: sorted() puts '10.png' before '2.png'."""
     root = write_zip_like(str(tmp_path / "Lucchi++"))
     plain = sorted(os.listdir(os.path.join(root, "Train_Out")))
-    natural = sorted(plain, key=data.natural_key)
+    natural = sorted(plain, key=imagefiles.natural_key)
     assert plain[:3] == ["0.png", "1.png", "10.png"] and natural[:3] == ["0.png", "1.png", "2.png"]
 
 
@@ -150,12 +151,12 @@ def test_sixteen_bit_and_one_bit_masks_keep_their_levels(tmp_path):
 
 
 def test_slice_numbers_of_names():
-    assert data.slice_numbers(["mask0000.png", "mask0002.png", "mask0010.png"]) == [0, 2, 10]
+    assert imagefiles.slice_numbers(["mask0000.png", "mask0002.png", "mask0010.png"]) == [0, 2, 10]
     # a date and a version that every name shares are not the slice number
-    assert data.slice_numbers(["2021-03-04_s5_v2.tif", "2021-03-04_s6_v2.tif"]) == [5, 6]
-    assert data.slice_numbers(["s3.png"]) == [3]  # one file: its last number
-    assert data.slice_numbers(["a.png", "b.png"]) == [None, None]  # no numbers
-    assert data.slice_numbers(["s5_v2.png", "s6.png"]) == [None, None]  # counts differ: cannot tell
+    assert imagefiles.slice_numbers(["2021-03-04_s5_v2.tif", "2021-03-04_s6_v2.tif"]) == [5, 6]
+    assert imagefiles.slice_numbers(["s3.png"]) == [3]  # one file: its last number
+    assert imagefiles.slice_numbers(["a.png", "b.png"]) == [None, None]  # no numbers
+    assert imagefiles.slice_numbers(["s5_v2.png", "s6.png"]) == [None, None]  # counts differ: cannot tell
 
 
 def test_names_without_numbers_pair_in_name_order(tmp_path):
@@ -179,7 +180,7 @@ def test_natural_order_leaves_zero_padded_names_paired_as_before(tmp_path):
         Image.fromarray(image_of(k)).save(tmp_path / "test" / "x" / f"slice_{k:02d}.tif")
         Image.fromarray(mask_of(k)).save(tmp_path / "test" / "y" / f"label_{k:02d}.png")
     names = os.listdir(tmp_path / "test" / "x")
-    assert sorted(names) == sorted(names, key=data.natural_key)
+    assert sorted(names) == sorted(names, key=imagefiles.natural_key)
     s = data.read_split(str(tmp_path), "test")
     assert s.image_names == [str(tmp_path / "test" / "x" / n) for n in sorted(names)]
     assert s.numbers_checked
