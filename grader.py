@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,21 +37,100 @@ import numpy as np
 import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KIT = "exercise_checks.py"
+COURSE = "course"  # the kit's folder: judging.py and one file per exercise, ex01_attention.py ...
 ANSWERS = ".exercise_answers.npz"  # written into a student copy: the recorded answers of its checks
 FRAME, LIMIT = b"EXK1", 256 * 2**20
 
 
+@dataclass(frozen=True)
+class Check:
+    exercise: int
+    behaviour: str
+    points: int
+    hidden: bool
+    fn: object
+
+    @property
+    def name(self):
+        return f"{self.fn.__module__}.{self.fn.__name__}"
+
+
+@dataclass(frozen=True)
+class Kit:
+    exercises: dict  # number -> judging.Exercise, in order
+    checks: dict  # number -> [Check], in the order of its file
+    probes: dict  # 'module.function' -> probe
+    files: dict  # number -> its file, relative to the project
+
+
+def load_module(name, path, view=None):
+    """The module at `path` under `name`; `view` turns its source into what a student copy has first
+    (exercises.student_view). It stays in sys.modules while the kit loads, so the exercises import
+    judging."""
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    module = types.ModuleType(name)
+    module.__file__ = path
+    sys.modules[name] = module
+    exec(compile(view(source) if view else source, path, "exec"), module.__dict__)
+    return module
+
+
+def load_kit(root=HERE, view=None):
+    """The course kit of the project or copy at `root`: judging.py, then each exercise file. sys.modules
+    is left as it was, so loading a copy's kit replaces nothing of this one."""
+    folder, names = os.path.join(root, COURSE), ["judging"]
+    before = {name: sys.modules.get(name) for name in names}
+    try:
+        judging = load_module("judging", os.path.join(folder, "judging.py"))
+        exercises, checks, probes, files = {}, {}, {"judging.call": judging.call}, {}
+        for name in sorted(n for n in os.listdir(folder) if re.fullmatch(r"ex\d+_\w+\.py", n)):
+            names.append(name[:-3])
+            before[name[:-3]] = sys.modules.get(name[:-3])
+            module = load_module(name[:-3], os.path.join(folder, name), view)
+            e = module.EXERCISE
+            own = [fn for fn in vars(module).values() if getattr(fn, "__module__", None) == module.__name__]
+            exercises[e.number], files[e.number] = e, f"{COURSE}/{name}"
+            checks[e.number] = [Check(e.number, *fn.check, fn) for fn in own if hasattr(fn, "check")]
+            probes.update({f"{module.__name__}.{fn.__name__}": fn for fn in own if getattr(fn, "is_probe",
+                                                                                           0)})
+    finally:
+        for name in names:  # put back what was there
+            if before.get(name) is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = before[name]
+    order = sorted(exercises)
+    return Kit({n: exercises[n] for n in order}, {n: checks[n] for n in order}, probes,
+               {n: files[n] for n in order})
+
+
+_KIT, _KIT_LOCK = [], threading.Lock()
+
+
 def kit():
-    """The grading side's exercise_checks (this process only: a child loads the student view)."""
-    import exercise_checks
-    return exercise_checks
+    """The grading side's kit, whole (this process only: a child loads the student view); loaded once,
+    under a lock, since the threads of `grade --jobs` ask for it at once."""
+    with _KIT_LOCK:
+        if not _KIT:
+            _KIT.append(load_kit())
+    return _KIT[0]
 
 
 # ---------------------------------------------------------------- values across the process boundary
 
 class Garbage(ValueError):
     """What came back is not a well-formed answer."""
+
+
+class Opaque:
+    """A value the graded code returned that cannot cross as data: only its type name does."""
+
+    def __init__(self, type_name):
+        self.type_name = type_name
+
+    def __repr__(self):
+        return f"<{self.type_name}>"
 
 
 def encode(value, prefix="a"):
@@ -103,7 +183,7 @@ def decode(tree, arrays, tensors=False):
         if "dict" in node and isinstance(node["dict"], dict):
             return {str(k): walk(v) for k, v in node["dict"].items()}
         if "other" in node and isinstance(node["other"], str):
-            return kit().Opaque(node["other"])
+            return Opaque(node["other"])
         raise Garbage("an unknown kind of value")
     return walk(tree)
 
@@ -167,18 +247,6 @@ def read_frame(stream):
 
 # ---------------------------------------------------------------- the child: imports the graded folder
 
-def student_view_module(view):
-    """exercise_checks as a student copy has it (no references, no hidden checks), from this kit's file;
-    `view` turns the kit's source into that (exercises.student_view)."""
-    import types
-    with open(os.path.join(HERE, KIT), encoding="utf-8") as f:
-        source = view(f.read())
-    module = types.ModuleType("exercise_checks")
-    sys.modules["exercise_checks"] = module
-    exec(compile(source, "<exercise_checks>", "exec"), module.__dict__)
-    return module
-
-
 def error_answer(exc, folder):
     """What went wrong in the graded code, as data: the exception, and its place in the folder's files."""
     text = " ".join(str(exc).split())[:300]
@@ -218,7 +286,7 @@ def prepare_child(view):
     """What every child needs before it sees a graded folder: torch on one thread and the probes."""
     import torch
     torch.set_num_threads(1)  # tiny tensors
-    return student_view_module(view).PROBES
+    return load_kit(HERE, view).probes
 
 
 def child_main(folder, view):
@@ -281,9 +349,10 @@ class Trouble(Exception):
 class ProbeError(Exception):
     """The graded code raised; `info` is the child's description of it (data)."""
 
-    def __init__(self, info):
+    def __init__(self, info, where=None):
         super().__init__(info)
         self.info = info if isinstance(info, dict) else {}
+        self.where = where  # the input it raised on, as the check names it
 
     def text(self, number):
         info = {k: str(v) for k, v in self.info.items() if v is not None}
@@ -291,8 +360,9 @@ class ProbeError(Exception):
             blank = info["blank"]
             return f"not written yet: {blank}" if blank.startswith(f"exercise {number}:") else \
                 f"this check needs {blank.split(':')[0]}, which is still blank"
-        where = f" at {info['where']} `{info.get('line', '')}`" if "where" in info else ""
-        return f"{info.get('type', 'error')}{where}: {info.get('message', '')}"
+        place = f" at {info['where']} `{info.get('line', '')}`" if "where" in info else ""
+        on = f"on {self.where}: " if self.where else ""
+        return f"{on}{info.get('type', 'error')}{place}: {info.get('message', '')}"
 
 
 CHILD_ENV = dict(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
@@ -461,12 +531,15 @@ class LiveBook:
     """References computed here, in the instructor's kit; `recorded` keeps them for a student copy."""
 
     def __init__(self):
-        self.recorded = {}
+        self.recorded, self.count = {}, 0
 
     def answer(self, key, reference, args):
-        tree, arrays = encode(reference(*args), prefix=f"r{len(self.recorded)}_")
-        self.recorded[key] = {"digest": digest(args), "tree": tree, "arrays": arrays}
-        return decode(tree, arrays, tensors=True)
+        known, stamp = self.recorded.get(key), digest(args)
+        if known is None or known["digest"] != stamp:  # a book that grades many folders computes once
+            self.count += 1
+            tree, arrays = encode(reference(*args), prefix=f"r{self.count}_")
+            known = self.recorded[key] = {"digest": stamp, "tree": tree, "arrays": arrays}
+        return decode(known["tree"], known["arrays"], tensors=True)
 
 
 class RecordedBook:
@@ -485,18 +558,23 @@ class RecordedBook:
         entry = self.index.get(key)
         assert entry is not None, f"no recorded answer for this check in {ANSWERS}; ask for a new copy"
         assert entry["digest"] == digest(args), "this check's inputs differ from those its answer was " \
-            "recorded for (exercise_checks.py edited, or another numpy or torch draws other numbers)"
+            "recorded for (the course files edited, or another numpy or torch draws other numbers)"
         return decode(entry["tree"], self.arrays, tensors=True)
 
 
 class Grader:
-    """What a check sees: run(probe, **inputs) in the graded code's process, expect(reference, *args)."""
+    """What a check sees: run(probe, where=..., **inputs) in the graded code's process, expect(reference,
+    *args) here (or from the recorded answers)."""
 
     def __init__(self, session, check, deadline):
         self.session, self.check, self.deadline, self.n_expected = session, check, deadline, 0
 
-    def run(self, probe, **inputs):
-        return self.session.ask(probe.__name__, inputs, self.deadline)
+    def run(self, probe, where=None, **inputs):
+        """The probe's answer on `inputs`; `where` names them if the graded code raises."""
+        try:
+            return self.session.ask(f"{probe.__module__}.{probe.__name__}", inputs, self.deadline)
+        except ProbeError as exc:
+            raise ProbeError(exc.info, where) from None
 
     def expect(self, reference, *args):
         self.n_expected += 1
@@ -537,9 +615,9 @@ class Result:
 
 def grade_exercise(session, number, budget=None, hidden=True, start=None):
     """Every check of one exercise within its time budget, counted from `start` -> ([Result], deadline)."""
-    budget = budget or kit().EXERCISES[number].budget_s
+    budget = budget or kit().exercises[number].budget_s
     deadline, broken, results = (start or time.monotonic()) + budget, None, []
-    for c in kit().CHECKS[number]:
+    for c in kit().checks[number]:
         if c.hidden and not hidden:
             continue
         passed, message = False, f"not run: {broken}"
@@ -577,6 +655,7 @@ def grade_folder(folder, numbers, book=None, budget=None, hidden=True):
 
 
 def grade_many(jobs, workers=1, **kw):
-    """[[Result]] of grade_folder(folder, numbers) for each (folder, numbers), `workers` at a time."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    """[[Result]] of grade_folder(folder, numbers) for each (folder, numbers), `workers` at a time. The
+    references here compute on tiny tensors: one torch thread each is several times faster."""
+    with cli.torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: grade_folder(*job, **kw), jobs))
