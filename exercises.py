@@ -500,11 +500,7 @@ def parser():
 def run(argv):
     if argv[:1] == ["_child"]:  # the process that imports a graded folder (started by Child)
         return grader.child_main(argv[1], student_view)
-    if argv[:1] == ["_zygote"]:  # the process that forks them on Linux (started by grader.Zygote)
-        return grader.zygote_main(int(argv[1]), student_view)
     args = parser().parse_args(argv)
-    if args.command in ("check", "grade", "make"):
-        grader.Zygote.warm()
     if args.command == "list":
         return print(markdown()) if args.markdown else show(parse_numbers(args.numbers, "list"))
     if args.command == "hint":

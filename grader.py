@@ -6,10 +6,11 @@ answer crosses back as length-prefixed frames of JSON and `np.savez` arrays, rea
 `np.load(allow_pickle=False)` (never unpickled), each echoing its request's random id. The grading
 process then judges it against torch's own operators, closed forms or `g.expect(reference, ...)`
 (computed here, or read from the answers a student copy ships). A child that raises fails that
-check, named by the student's file and line; one that dies, hangs past the exercise's time budget
-or answers garbage is stopped (its whole process group) and fails the exercise's remaining checks.
-On Linux a zygote that has imported torch once forks each child in milliseconds; elsewhere a child
-is a fresh interpreter. No SIGALRM: the parent keeps the time, so the budget holds on every platform.
+check, named by the input, the student's file and line; one that dies, hangs past the exercise's
+time budget or answers garbage is stopped (its whole process group) and fails the exercise's
+remaining checks. Each copy gets a fresh interpreter of its own (a fork server that skipped its
+imports saved under a minute on a class of 30, docs/teaching.md). No SIGALRM: the parent keeps the
+time, so the budget holds on every platform.
 """
 import contextlib
 import hashlib
@@ -297,51 +298,6 @@ def child_main(folder, view):
     return serve(folder, channel_in, channel_out, prepare_child(view))
 
 
-def zygote_main(fd, view):
-    """Linux: a process with torch and the probes loaded that forks one child per request, in
-    milliseconds instead of the seconds a fresh interpreter takes to import torch. Each request
-    brings the folder and four descriptors (requests, answers, stderr, exit status); a waiter process
-    per child reports the child's exit status. The zygote never imports a graded folder."""
-    import socket
-    control = socket.socket(fileno=fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the waiters
-    probes = prepare_child(view)
-    while True:
-        message, fds, _, _ = socket.recv_fds(control, 65536, 4)
-        if not message or len(fds) != 4:
-            return 0
-        waiter = os.fork()
-        if waiter == 0:
-            try:
-                control.close()
-                os.setsid()  # one process group: stopping it stops the child and whatever it starts
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                worker = os.fork()
-                if worker == 0:
-                    os._exit(forked_child(json.loads(message)["folder"], fds, probes))
-                for f in fds[:3]:
-                    os.close(f)
-                status = os.waitstatus_to_exitcode(os.waitpid(worker, 0)[1])
-                os.write(fds[3], str(status).encode())
-            finally:
-                os._exit(0)
-        for f in fds:
-            os.close(f)
-        control.sendall(f"{waiter}\n".encode())
-
-
-def forked_child(folder, fds, probes):
-    """The child forked by the zygote on (requests, answers, stderr, status); its exit code."""
-    try:
-        os.close(fds[3])
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        os.dup2(fds[2], 1)
-        os.dup2(fds[2], 2)
-        return serve(folder, os.fdopen(fds[0], "rb"), os.fdopen(fds[1], "wb"), probes)
-    except BaseException:  # noqa: BLE001 - the channel broke: nothing to answer to
-        return 1
-
-
 class Trouble(Exception):
     """The child died, hung or answered garbage: the exercise's remaining checks fail."""
 
@@ -370,76 +326,16 @@ CHILD_ENV = dict(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY=
 SCRIPT = [sys.executable, "-B", os.path.join(HERE, "exercises.py")]
 
 
-class Zygote:
-    """The parent's side of zygote_main: one per grading process, shared by every Child (Linux)."""
-    lock, current = threading.Lock(), None
-
-    def __init__(self):
-        import socket
-        self.control, theirs = socket.socketpair()
-        self.proc = subprocess.Popen(SCRIPT + ["_zygote", str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                                     stdin=subprocess.DEVNULL, env=dict(os.environ, **CHILD_ENV))
-        theirs.close()
-        self.replies = self.control.makefile("rb")
-
-    @classmethod
-    def warm(cls):
-        """Start the zygote now, so that its imports overlap with this process's own (Linux only)."""
-        with cls.lock:
-            if sys.platform.startswith("linux") and cls.current is None:
-                cls.current = Zygote()
-
-    @classmethod
-    def fork(cls, folder, fds, deadline):
-        """The pid of a fresh child for `folder` on descriptors `fds`; None where there is no zygote."""
-        if not sys.platform.startswith("linux"):
-            return None
-        import socket
-        with cls.lock:
-            if cls.current is None or cls.current.proc.poll() is not None:
-                cls.current = Zygote()
-            zygote = cls.current
-            try:
-                zygote.control.settimeout(max(0.05, deadline - time.monotonic()))
-                socket.send_fds(zygote.control, [json.dumps({"folder": folder}).encode()], fds)
-                return int(zygote.replies.readline())
-            except (OSError, ValueError):
-                zygote.proc.kill()
-                cls.current = None
-                raise Trouble("out of time") from None
-
-
 class Child:
-    """One process that imports a graded folder and answers probes; stopped when its time is up.
+    """One fresh interpreter that imports a graded folder and answers probes; stopped when its time is
+    up. Every copy gets its own: no two copies ever share a process."""
 
-    On Linux it is forked by the zygote; elsewhere it is a fresh interpreter."""
-
-    def __init__(self, folder, deadline):
+    def __init__(self, folder):
         self.stderr = tempfile.TemporaryFile()
-        requests, answers, status = os.pipe(), os.pipe(), os.pipe()
-        ours = (requests[1], answers[0], status[0])
-        try:
-            theirs = [requests[0], answers[1], self.stderr.fileno(), status[1]]
-            self.pid = Zygote.fork(folder, theirs, deadline)
-        except Trouble:
-            for fd in ours:
-                os.close(fd)
-            raise
-        finally:
-            for fd in (requests[0], answers[1], status[1]):
-                os.close(fd)
-        self.proc = None
-        if self.pid is None:
-            for fd in ours:
-                os.close(fd)
-            self.proc = subprocess.Popen(SCRIPT + ["_child", folder], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self.stderr, cwd=folder,
-                                         env=dict(os.environ, **CHILD_ENV),
-                                         start_new_session=os.name == "posix")
-            self.pid, self.requests, self.answers = self.proc.pid, self.proc.stdin, self.proc.stdout
-        else:
-            self.requests, self.answers = os.fdopen(requests[1], "wb"), os.fdopen(answers[0], "rb")
-            self.status = status[0]
+        self.proc = subprocess.Popen(SCRIPT + ["_child", folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, cwd=folder, env=dict(os.environ, **CHILD_ENV),
+                                     start_new_session=os.name == "posix")
+        self.pid, self.requests, self.answers = self.proc.pid, self.proc.stdin, self.proc.stdout
         self.frames, self.ready = queue.Queue(), False
         threading.Thread(target=self._read, daemon=True).start()
         LIVE.add(self)
@@ -455,12 +351,6 @@ class Child:
             self.frames.put(("garbage", str(exc)))
         except (OSError, ValueError):
             self.frames.put(("eof",))
-
-    def exit_code(self):
-        if self.proc is not None:
-            return self.proc.wait()
-        text = os.read(self.status, 32).decode(errors="replace").strip()
-        return int(text) if re.fullmatch(r"-?\d+", text) else -9
 
     def ask(self, probe, inputs, deadline):
         if not self.ready:
@@ -499,7 +389,7 @@ class Child:
             self.stop()
             why = item[1] if item[0] == "garbage" else "out of turn"
             raise Trouble(f"the graded code's process answered garbage ({why})")
-        code = self.exit_code()
+        code = self.proc.wait()
         self.stderr.seek(0)
         tail = self.stderr.read()[-2000:].decode(errors="replace")
         last = [line for line in tail.splitlines() if line.strip()]
@@ -516,11 +406,10 @@ class Child:
             return
         try:
             os.killpg(self.pid, signal.SIGKILL)
-        except OSError:  # gone, or a waiter not yet its own group: it has no child then
+        except OSError:  # gone already
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
-        if self.proc is not None:
-            threading.Thread(target=self.proc.wait, daemon=True).start()
+        threading.Thread(target=self.proc.wait, daemon=True).start()
 
 
 LIVE = weakref.WeakSet()  # children not yet stopped, for an interrupted grade
@@ -590,7 +479,7 @@ class Session:
     def ask(self, probe, inputs, deadline):
         if CANCELLED.is_set():
             raise Trouble("grading was interrupted")
-        self.child = self.child or Child(self.folder, deadline)
+        self.child = self.child or Child(self.folder)
         try:
             return self.child.ask(probe, inputs, deadline)
         except Trouble:

@@ -183,9 +183,10 @@ def sdpa_dropout(g):
         across_heads = (kept[:, :, 0] & kept[:, :, 1]).mean()  # two heads, the same places
         agree(across_heads, (1 - p) ** 2, hoeffding(kept[:, :, 0].size),
               "fraction kept in both of two heads (independent draws give (1 - p)^2)", where)
-        along_keys = (kept[..., 0::2] & kept[..., 1::2]).mean()  # two neighbouring keys
-        agree(along_keys, (1 - p) ** 2, hoeffding(kept[..., 0::2].size),
-              "fraction kept at both of two neighbouring keys (independent draws give (1 - p)^2)", where)
+        for axis, what in ((-1, "keys"), (-2, "queries")):  # two neighbours along each axis of the weights
+            first, second = np.take(kept, range(0, 16, 2), axis), np.take(kept, range(1, 16, 2), axis)
+            agree((first & second).mean(), (1 - p) ** 2, hoeffding(first.size),
+                  f"fraction kept at both of two neighbouring {what} (independent draws give (1 - p)^2)", where)
 
 
 @check("no dropout outside training, whatever p")

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from exercise_kit import EVERY, KIT, ROOT, fill, scores
 
 pytestmark = pytest.mark.skipif(os.path.exists(os.path.join(ROOT, exercises.MARKER)),
                                 reason="a student copy")
-BUDGET = 1.0  # seconds per exercise for the hanging copy (a forked child starts in milliseconds)
+BUDGET = 1.0  # seconds per exercise for the hanging copy
 
 TAMPER = '''
 # ---- planted by a student: none of this may change the grade
@@ -157,7 +158,12 @@ def test_a_hanging_copy_costs_one_budget_per_exercise(hanging):
         assert all(r.message.startswith("not run: the exercise's budget") for r in rest), n
 
 
-def test_without_the_zygote_each_child_is_a_fresh_interpreter(monkeypatch):
-    monkeypatch.setattr(exercises.sys, "platform", "win32")  # as on Windows and macOS: no fork server
-    results = grader.grade_folder(ROOT, [9])
-    assert all(r.passed for r in results) and len(results) == len(KIT.checks[9])
+def test_each_copy_is_graded_in_a_fresh_process_of_its_own(tmp_path):
+    copies = [exercises.make(str(tmp_path / name), [9], root=ROOT) for name in ("alice", "bob")]
+    for copy in copies:  # a body that names the process it runs in
+        fill(copy, 9, {"iou_from_counts": "import os\nraise RuntimeError(f'pid {os.getpid()}')"})
+    pids = []
+    for results in grader.grade_many([(copy, [9]) for copy in copies], workers=2):
+        pids.append({int(m) for r in results for m in re.findall(r"pid (\d+)", r.message)})
+    assert all(len(p) == 1 for p in pids), pids  # one process per copy, for all its checks
+    assert len(pids[0] | pids[1] | {os.getpid()}) == 3, pids  # neither this one nor the other copy's
