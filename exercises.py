@@ -153,9 +153,8 @@ def project_files(root, numbers=None):
     for folder in COPY_DIRS:
         for base, dirs, names in os.walk(os.path.join(root, folder)):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            files += [os.path.relpath(os.path.join(base, n), root).replace(os.sep,
-                                                                           "/") for n in sorted(names)
-                      if not n.endswith(".pyc")]
+            files += [os.path.relpath(os.path.join(base, n), root).replace(os.sep, "/")
+                      for n in sorted(names) if not n.endswith(".pyc")]
     others = set() if numbers is None else \
         {path for n, path in grader.kit().files.items() if n not in numbers}
     return [f for f in files if not KIT_TESTS.match(f) and f not in others]
@@ -262,13 +261,13 @@ def parse_numbers(text, flag, allowed=None):
         numbers = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         numbers = []
+    if allowed is not None and numbers and any(n not in allowed for n in numbers):
+        made = ", ".join(map(str, allowed))
+        raise cli.UsageError(f"{flag} {text}: this copy was made for exercises {made}")
     if not numbers or any(n not in every for n in numbers):
         raise cli.UsageError(f"{flag} {text}: give exercise numbers from {every[0]} to {every[-1]}, comma "
                              f"separated, a selection ({', '.join(named)}) or all (python exercises.py "
                              "list shows them)")
-    if allowed is not None and any(n not in allowed for n in numbers):
-        made = ", ".join(map(str, allowed))
-        raise cli.UsageError(f"{flag} {text}: this copy was made for exercises {made}")
     return numbers
 
 
@@ -384,8 +383,8 @@ def write_atomically(path, write):
 
 def gradebook(rows, path):
     """Write (student, exercise, points, of) rows as CSV, atomically."""
-    write_atomically(path, lambda f: csv.writer(f).writerows([["student", "exercise", "points",
-                                                               "of"]] + rows))
+    header = ["student", "exercise", "points", "of"]
+    write_atomically(path, lambda f: csv.writer(f).writerows([header] + rows))
 
 
 def feedback_text(name, results, numbers):
@@ -410,6 +409,10 @@ def outputs_of(args, class_dir):
     if os.path.exists(out) and not args.force:
         raise cli.UsageError(f"--out {shown} already exists; pass --force to replace it, or choose another "
                              "file")
+    if not os.path.isdir(os.path.dirname(out)) or os.path.isdir(out):
+        raise cli.UsageError(f"--out {shown}: not a file in an existing folder")
+    if os.path.exists(feedback) and not os.path.isdir(feedback):
+        raise cli.UsageError(f"--feedback {args.feedback}: a file, not a folder for the feedback files")
     return shown, out, feedback
 
 

@@ -93,8 +93,8 @@ def load_kit(root=HERE, view=None):
             own = [fn for fn in vars(module).values() if getattr(fn, "__module__", None) == module.__name__]
             exercises[e.number], files[e.number] = e, f"{COURSE}/{name}"
             checks[e.number] = [Check(e.number, *fn.check, fn) for fn in own if hasattr(fn, "check")]
-            probes.update({f"{module.__name__}.{fn.__name__}": fn for fn in own if getattr(fn, "is_probe",
-                                                                                           0)})
+            probes.update({f"{module.__name__}.{fn.__name__}": fn for fn in own
+                           if getattr(fn, "is_probe", False)})
     finally:
         for name in names:  # put back what was there
             if before.get(name) is None:
@@ -332,8 +332,9 @@ class Child:
 
     def __init__(self, folder):
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(SCRIPT + ["_child", folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, cwd=folder, env=dict(os.environ, **CHILD_ENV),
+        self.proc = subprocess.Popen(SCRIPT + ["_child", folder], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, cwd=folder,
+                                     env=dict(os.environ, **CHILD_ENV),
                                      start_new_session=os.name == "posix")
         self.pid, self.requests, self.answers = self.proc.pid, self.proc.stdin, self.proc.stdout
         self.frames, self.ready = queue.Queue(), False

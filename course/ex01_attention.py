@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from judging import (Exercise, agree, array, autocast, check, close, gradients, hoeffding, pair, probe,
-                     reference, seeded, tolerance, weighted)
+                     reference, reference_gradients, seeded, tolerance)
 
 EXERCISE = Exercise(
     1, title="Scaled dot-product attention", thesis="§2.2.1.1, Eq. 2.1, Fig. 2.4 (left)",
@@ -83,9 +83,7 @@ def attention_reference(q, k, v):
 @reference
 def attention_gradients(q, k, v):
     """Gradients of weighted(output) with respect to q, k and v, from Eq. 2.1 in float64."""
-    leaves = [t.double().clone().requires_grad_(True) for t in (q, k, v)]
-    out = attention_reference(*leaves)[0]
-    return dict(zip("qkv", torch.autograd.grad(weighted(out), leaves)))
+    return reference_gradients(lambda _, *qkv: attention_reference(*qkv)[0], {"q": q, "k": k, "v": v}, {})
 
 
 def scale_used(q, k, weights):
@@ -186,7 +184,8 @@ def sdpa_dropout(g):
         for axis, what in ((-1, "keys"), (-2, "queries")):  # two neighbours along each axis of the weights
             first, second = np.take(kept, range(0, 16, 2), axis), np.take(kept, range(1, 16, 2), axis)
             agree((first & second).mean(), (1 - p) ** 2, hoeffding(first.size),
-                  f"fraction kept at both of two neighbouring {what} (independent draws give (1 - p)^2)", where)
+                  f"fraction kept at both of two neighbouring {what} (independent draws give (1 - p)^2)",
+                  where)
 
 
 @check("no dropout outside training, whatever p")

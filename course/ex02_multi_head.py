@@ -13,7 +13,7 @@ Shapes: B batch, N tokens, D hidden size, h heads, d head width.
 import torch
 
 from judging import (Exercise, array, autocast, cast, check, close, describe, gradients, load, pair, probe,
-                     reference, replaced, seeded, randn, tolerance, weighted, weights_of)
+                     randn, reference, reference_gradients, replaced, seeded, tolerance, weights_of)
 
 EXERCISE = Exercise(
     2, title="Multi-head split and merge", thesis="§2.2.1.1, Fig. 2.4 (right)",
@@ -98,9 +98,7 @@ def layer_reference(state, x, h, d, dropout=0.0, training=False):
 @reference
 def layer_gradients(state, x, h, d):
     """Gradients of weighted(output) with respect to x and every weight, from layer_reference."""
-    leaves = {name: t.double().clone().requires_grad_(True) for name, t in {"x": x, **state}.items()}
-    out = layer_reference({k: v for k, v in leaves.items() if k != "x"}, leaves["x"], h, d)[0]
-    return dict(zip(leaves, torch.autograd.grad(weighted(out), list(leaves.values()))))
+    return reference_gradients(lambda weights, x: layer_reference(weights, x, h, d)[0], {"x": x}, state)
 
 
 LAYOUTS = [(12, 3, 4, 2, 5, torch.float64), (8, 4, 8, 3, 4, torch.float64),
@@ -157,8 +155,8 @@ def mhsa_gradients(g):
         assert got.get("grads") is not None, \
             f"on {where}: got {describe(got['result'])}, expected an output tensor that backpropagates"
         for name, want in g.expect(layer_gradients, state, x, h, d).items():
-            close(got["grads"].get(name), want, f"gradient of {name}", where + ", eval", tolerance(dtype,
-                                                                                                   4.0))
+            close(got["grads"].get(name), want, f"gradient of {name}", where + ", eval",
+                  tolerance(dtype, 4.0))
 
 
 @check("UNETR-2D Mini's layout (D = 64, h = 4, full-width heads), and under bf16 autocast (--amp)",

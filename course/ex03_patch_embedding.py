@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from judging import (Exercise, array, autocast, cast, check, close, gradients, load, probe, raised_by,
-                     reference, seeded, randn, tolerance, weighted, weights_of)
+from judging import (Exercise, array, autocast, cast, check, close, gradients, load, probe, raised_by, randn,
+                     reference, reference_gradients, seeded, tolerance, weights_of)
 
 EXERCISE = Exercise(
     3, title="Patch embedding and position embedding", thesis="§2.2.5, §3.1, Fig. 2.5",
@@ -41,9 +41,8 @@ EXERCISE = Exercise(
 
 def embedding_case(img, P, C, D, B, dtype=torch.float64, seed=30):
     """(state, x, where): the grader's weights (non-zero bias and pos_embed) and an image batch."""
-    state = weights_of({"proj.weight": (D, C * P * P), "proj.bias": (D,), "pos_embed": (1, (img // P) ** 2,
-                                                                                        D)},
-                       seed)
+    shapes = {"proj.weight": (D, C * P * P), "proj.bias": (D,), "pos_embed": (1, (img // P) ** 2, D)}
+    state = weights_of(shapes, seed)
     x = randn(seeded(seed + 1), B, C, img, img, dtype=dtype)
     return state, x, f"img_size={img}, P={P}, C={C}, D={D}, B={B}, {str(dtype)[6:]}"
 
@@ -83,9 +82,7 @@ def conv_tokens(state, x, P):
 
 @reference
 def conv_gradients(state, x, P):
-    leaves = {name: t.double().clone().requires_grad_(True) for name, t in {"x": x, **state}.items()}
-    tokens = conv_tokens({k: v for k, v in leaves.items() if k != "x"}, leaves["x"], P)
-    return dict(zip(leaves, torch.autograd.grad(weighted(tokens), list(leaves.values()))))
+    return reference_gradients(lambda weights, x: conv_tokens(weights, x, P), {"x": x}, state)
 
 
 CASES = [(8, 4, 2, 5, 3, torch.float64), (12, 4, 1, 3, 1, torch.float32), (6, 2, 3, 4, 2, torch.float64),

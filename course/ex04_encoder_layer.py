@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from judging import (Exercise, agree, array, autocast, cast, check, close, describe, gradients, hoeffding,
-                     load, pair, probe, reference, seeded, randn, tolerance, weighted, weights_of)
+                     load, pair, probe, randn, reference, reference_gradients, seeded, tolerance, weights_of)
 
 EXERCISE = Exercise(
     4, title="One pre-norm encoder layer", thesis="§2.2.1, Eq. 2.2, Fig. 2.3, Fig. 2.5",
@@ -142,10 +142,7 @@ def layer_reference(state, x, h, masks=None, p=0.0):
 
 @reference
 def layer_gradients(state, x, h):
-    leaves = {name: t.double().clone().requires_grad_(True) for name, t in {"x": x, **state}.items()
-              if t.is_floating_point()}
-    out = layer_reference({k: v for k, v in leaves.items() if k != "x"}, leaves["x"], h)[0]
-    return dict(zip(leaves, torch.autograd.grad(weighted(out), list(leaves.values()))))
+    return reference_gradients(lambda weights, x: layer_reference(weights, x, h)[0], {"x": x}, state)
 
 
 SIZES = [(8, 2, 16, 2, 6, torch.float64), (6, 3, 10, 1, 3, torch.float64), (16, 4, 32, 3, 1, torch.float32),
@@ -156,8 +153,8 @@ SMALL = 0.003  # tokens of this spread make LayerNorm's eps (1e-6, not torch's 1
 @check("eval mode: y = x + MHSA(LN1(x)), then y + MLP(LN2(y)) with GELU after both linears and LayerNorm "
        "eps 1e-6; any D, h, M, B, N; float64 and float32; tokens of any spread", points=3)
 def layer_eval(g):
-    for D, h, M, B, N, dtype, std in [size + (1.0,) for size in SIZES] + [(8, 2, 16, 2, 3, torch.float64,
-                                                                           SMALL)]:
+    spreads = [size + (1.0,) for size in SIZES] + [(8, 2, 16, 2, 3, torch.float64, SMALL)]
+    for D, h, M, B, N, dtype, std in spreads:
         state, x, where = layer_case(D, h, M, B, N, dtype, std=std)
         got = g.run(encoder_layer, where=where + ", eval", D=D, h=h, M=M, state=state, x=x)["result"]
         close(got, g.expect(layer_reference, state, x, h)[0], "output", where + ", eval", tolerance(dtype))
@@ -184,8 +181,8 @@ def layer_gradients_check(g):
         assert got.get("grads") is not None, \
             f"on {where}: got {describe(got['result'])}, expected an output that backpropagates"
         for name, want in g.expect(layer_gradients, state, x, h).items():
-            close(got["grads"].get(name), want, f"gradient of {name}", where + ", eval", tolerance(dtype,
-                                                                                                   4.0))
+            close(got["grads"].get(name), want, f"gradient of {name}", where + ", eval",
+                  tolerance(dtype, 4.0))
 
 
 @check("the input is left as it was: two layers in a row keep their own outputs, as ViTEncoder keeps "
@@ -228,8 +225,8 @@ def layer_dropout(g):
                   tolerance("float64"))
             dropped1.append(1 - m1)
             dropped2.append(1 - m2)
-        for what, dropped in (("hidden units of the MLP dropped", dropped1), ("MLP outputs dropped",
-                                                                              dropped2)):
+        for what, dropped in (("hidden units of the MLP dropped", dropped1),
+                              ("MLP outputs dropped", dropped2)):
             share = np.concatenate(dropped)
             agree(share.mean(), p, hoeffding(share.size), f"share of {what}", here)
 

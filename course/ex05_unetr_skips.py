@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from judging import (Exercise, agree, array, autocast, batch_norm_stats, cast, check, close, gradients,
-                     hoeffding, load, probe, reference, seeded, randn, tolerance, weighted, weights_of)
+                     hoeffding, load, probe, randn, reference, reference_gradients, seeded, tolerance,
+                     weighted, weights_of)
 
 EXERCISE = Exercise(
     5, title="UNETR-2D skips: reshape, taps, blue blocks",
@@ -56,8 +57,8 @@ def fold_tokens(z, grid):
     import vit
     z.requires_grad_(True)
     result = vit.tokens_to_image(z, grid)
-    return {"result": result, "grads": gradients(result, {"z": z}), "dtype": str(getattr(result, "dtype",
-                                                                                         ""))[6:]}
+    dtype = str(getattr(result, "dtype", ""))[6:]
+    return {"result": result, "grads": gradients(result, {"z": z}), "dtype": dtype}
 
 
 @reference
@@ -119,8 +120,8 @@ def vit_skip(n_layers, step, patch, img, level, hidden, x):
 @reference
 def skip_candidates(hidden, grid, level):
     """What level l's known map gives for each hidden state, folded row-major onto the grid."""
-    return [(level + 2) * h.transpose(1, 2).reshape(h.shape[0], h.shape[2], grid,
-                                                    grid) + level for h in hidden]
+    folded = [h.transpose(1, 2).reshape(h.shape[0], h.shape[2], grid, grid) for h in hidden]  # (B, D, g, g)
+    return [(level + 2) * f + level for f in folded]
 
 
 def taps_case(n_layers, step, patch, img):
@@ -214,12 +215,9 @@ def blue_reference(state, x, batch_norm, activation, train=False):
 
 @reference
 def blue_gradients(state, x, batch_norm, activation):
-    leaves = {name: t.double().clone().requires_grad_(True) for name, t in {"x": x, **state}.items()
-              if t.is_floating_point() and "running" not in name}
-    rest = {k: v for k, v in state.items() if k not in leaves}
-    out = blue_reference({**rest, **{k: v for k, v in leaves.items() if k != "x"}}, leaves["x"], batch_norm,
-                         activation)
-    return dict(zip(leaves, torch.autograd.grad(weighted(out), list(leaves.values()))))
+    def output(weights, x):
+        return blue_reference(weights, x, batch_norm, activation)
+    return reference_gradients(output, {"x": x}, state)
 
 
 @check("a blue block is a transpose conv, then its conv block (conv 3x3, BatchNorm when on, the activation) "

@@ -11,8 +11,8 @@ Shapes: B batch, f channels, H x W map.
 import torch
 import torch.nn.functional as F
 
-from judging import (Exercise, autocast, batch_norm_stats, cast, check, close, gradients, load, probe,
-                     reference, seeded, randn, tolerance, weighted, weights_of)
+from judging import (Exercise, autocast, batch_norm_stats, cast, check, close, gradients, load, probe, randn,
+                     reference, reference_gradients, seeded, tolerance, weights_of)
 
 EXERCISE = Exercise(
     6, title="Attention gate", thesis="§2.1, Fig. 2.2, Table 5.1 (refs. [34], [41])",
@@ -40,9 +40,9 @@ EXERCISE = Exercise(
 
 def gate_case(f, batch_norm, shape, dtype=torch.float64, seed=70):
     """(state, skip, up, where) for a gate of width f on maps of `shape` = (B, H, W)."""
-    state = weights_of({"skip_proj.weight": (f, f, 1, 1), "skip_proj.bias": (f,), "up_proj.weight": (f, f,
-                                                                                                     1, 1),
-                        "up_proj.bias": (f,), "psi.weight": (1, f, 1, 1), "psi.bias": (1,)}, seed)
+    state = weights_of({"skip_proj.weight": (f, f, 1, 1), "skip_proj.bias": (f,),
+                        "up_proj.weight": (f, f, 1, 1), "up_proj.bias": (f,),
+                        "psi.weight": (1, f, 1, 1), "psi.bias": (1,)}, seed)
     if batch_norm:
         for i, (norm, n) in enumerate((("skip_norm", f), ("up_norm", f), ("psi_norm", 1))):
             batch_norm_stats(state, norm, n, seed + 1 + i)
@@ -88,13 +88,9 @@ def gate_reference(state, skip, up, batch_norm, train=False, mode=None):
 
 @reference
 def gate_gradients(state, skip, up, batch_norm, mode):
-    leaves = {name: t.double().clone().requires_grad_(True) for name, t in {"skip": skip, "up": up,
-                                                                            **state}.items()
-              if t.is_floating_point() and "running" not in name}
-    rest = {k: v for k, v in state.items() if k not in leaves}
-    out = gate_reference({**rest, **{k: v for k, v in leaves.items() if k not in ("skip", "up")}},
-                         leaves["skip"], leaves["up"], batch_norm, mode=mode)
-    return dict(zip(leaves, torch.autograd.grad(weighted(out), list(leaves.values()))))
+    def output(weights, skip, up):
+        return gate_reference(weights, skip, up, batch_norm, mode=mode)
+    return reference_gradients(output, {"skip": skip, "up": up}, state)
 
 
 CASES = [(3, False, (2, 4, 5), torch.float64), (3, True, (2, 4, 5), torch.float64),

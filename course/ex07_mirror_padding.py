@@ -135,8 +135,7 @@ def padding_wider_than_slice(g):
 @check("a slice whose sides are already multiples comes back unchanged, and so does any slice with "
        "multiple 1")
 def padding_none_needed(g):
-    for shape, dtype, multiple in [((32, 48), np.float32, 16), ((20, 30), np.uint8, 1), ((1, 1), np.uint8,
-                                                                                         1),
+    for shape, dtype, multiple in [((32, 48), np.float32, 16), ((20, 30), np.uint8, 1), ((1, 1), np.uint8, 1),
                                    ((2, 256, 512), np.uint8, 256)]:
         image = image_case(shape, dtype, seed=multiple)
         got = g.run(padded, where=f"shape {shape}, multiple={multiple}", image=image,

@@ -81,8 +81,8 @@ def layout_reference(sizes, window, keep):
     out = []
     for H, W in sizes:
         (rows_pad, rows), (cols_pad, cols) = axis_reference(H, window, keep), axis_reference(W, window, keep)
-        tiles = [((wt, wl, wt + window, wl + window), (t, l, b, r), (t + rows_pad[0] - wt,
-                                                                     l + cols_pad[0] - wl))
+        tiles = [((wt, wl, wt + window, wl + window), (t, l, b, r),
+                  (t + rows_pad[0] - wt, l + cols_pad[0] - wl))
                  for wt, t, b in rows for wl, l, r in cols]
         out.append((tiles, (rows_pad, cols_pad)))
     return out

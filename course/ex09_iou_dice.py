@@ -163,6 +163,6 @@ def scores_large(g):
     items = [(2**31 - 1, 2**31 - 1, 1), (1, 2**32, 0)]
     judge(g, "counts", items, [f"counts {item}" for item in items], numpy_ints=True)
     rng = np.random.default_rng(92)
-    pairs = [(rng.random((2, 5, 7)) < 0.5, rng.random((2, 5, 7)) < 0.5), (rng.random((1, 1)) < 2,
-                                                                          np.ones((1, 1)))]
+    pairs = [(rng.random((2, 5, 7)) < 0.5, rng.random((2, 5, 7)) < 0.5),
+             (rng.random((1, 1)) < 2, np.ones((1, 1)))]
     judge(g, "masks", pairs, ["a stack of two 5x7 masks", "a 1x1 slice, both foreground"])

@@ -146,8 +146,8 @@ def box_size(H, W, size):
 def cutout_box(g):
     for H, W, size, fill in [(53, 42, 0.2, 0), (30, 30, 0.4, 7), (17, 60, 0.1, 255), (40, 25, 0.25, 0)]:
         h, w = g.expect(box_size, H, W, size)
-        image = np.random.default_rng(H).choice([v for v in range(1, 255) if v != fill], (H,
-                                                                                          W)).astype(np.uint8)
+        levels = [v for v in range(1, 255) if v != fill]
+        image = np.random.default_rng(H).choice(levels, (H, W)).astype(np.uint8)
         where = f"a {H}x{W} image, size={size}, fill={fill}, n_min=n_max=1"
         outs = outputs(g, "cutout", image, list(range(60)), where, n_min=1, n_max=1, size=size, fill=fill)
         inner = 0
@@ -211,8 +211,8 @@ def cutout_centres(g):
     cut = outs == 0
     touches = [cut[:, 0].any(1).mean(), cut[:, -1].any(1).mean(), cut[:, :, 0].any(1).mean(),
                cut[:, :, -1].any(1).mean()]
-    for border, got, want in zip(("top", "bottom", "left", "right"), touches, g.expect(border_law, H, W,
-                                                                                       size)):
+    laws = g.expect(border_law, H, W, size)
+    for border, got, want in zip(("top", "bottom", "left", "right"), touches, laws):
         agree(got, want, hoeffding(len(outs)), f"share of boxes touching the {border} border", where)
 
 

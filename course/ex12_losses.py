@@ -13,7 +13,7 @@ Shapes: B batch, (B, 1, H, W) logits, reconstructions, images and masks (-1: no 
 import torch
 import torch.nn.functional as F
 
-from judging import (Exercise, array, autocast, check, close, describe, probe, reference, seeded, randn,
+from judging import (Exercise, array, autocast, check, close, describe, probe, randn, reference, seeded,
                      tolerance)
 
 EXERCISE = Exercise(
@@ -65,8 +65,8 @@ def loss_of(output, x, y, kwargs, bf16=False):
 @reference
 def loss_reference(output, x, y, loss="bce", pretext=False, alpha=0.5):
     """The objective in float64 -> (value, {"seg": gradient, "rec": gradient})."""
-    parts = [t.double().clone().requires_grad_(True) for t in (output if isinstance(output,
-                                                                                    tuple) else [output])]
+    parts = list(output) if isinstance(output, tuple) else [output]
+    parts = [t.double().clone().requires_grad_(True) for t in parts]
     x, y = x.double(), y.double()
     if len(parts) == 2:
         seg, rec = parts
@@ -74,8 +74,8 @@ def loss_reference(output, x, y, loss="bce", pretext=False, alpha=0.5):
             value = ((rec - y) ** 2).mean()
         else:
             labelled = (y.flatten(1)[:, 0] >= 0).double()  # (B,)
-            bce = F.binary_cross_entropy_with_logits(seg, y.clamp(min=0),
-                                                     reduction="none").flatten(1).mean(1)
+            bce = F.binary_cross_entropy_with_logits(seg, y.clamp(min=0), reduction="none")
+            bce = bce.flatten(1).mean(1)  # (B,)
             value = alpha * ((rec - x) ** 2).mean() + (1 - alpha) * (bce * labelled).mean()
     elif pretext:
         value = ((torch.sigmoid(parts[0]) - y) ** 2).mean()
@@ -86,8 +86,8 @@ def loss_reference(output, x, y, loss="bce", pretext=False, alpha=0.5):
             p = torch.sigmoid(z)
             value = value + 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
     grads = torch.autograd.grad(value, parts, allow_unused=True)
-    return value, {name: torch.zeros_like(p) if g is None else g for name, g, p in zip(("seg", "rec"),
-                                                                                       grads, parts)}
+    named = zip(("seg", "rec"), grads, parts)
+    return value, {name: torch.zeros_like(p) if g is None else g for name, g, p in named}
 
 
 def batch(B=2, shape=(4, 5), std=3.0, seed=120, dtype=torch.float64, confident=False):

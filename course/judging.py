@@ -219,6 +219,17 @@ def weighted(value):
     return (value * weights.to(value.dtype)).sum()
 
 
+def reference_gradients(fn, inputs, state):
+    """{name: gradient of weighted(fn(state, *inputs))} in float64 for every input and every weight of
+    `state` (a BatchNorm's running statistics are no weights): a reference's gradients, grader-side."""
+    inputs = {k: v.double().clone().requires_grad_(True) for k, v in inputs.items()}
+    weights = {k: v.double().clone().requires_grad_(True) for k, v in state.items()
+               if v.is_floating_point() and "running" not in k}
+    leaves = {**inputs, **weights}
+    out = fn({**state, **weights}, *inputs.values())
+    return dict(zip(leaves, torch.autograd.grad(weighted(out), list(leaves.values()))))
+
+
 def gradients(value, named):
     """{name: gradient of weighted(value)} for {name: tensor}; None where none reached it."""
     if not torch.is_tensor(value) or not value.requires_grad:

@@ -79,16 +79,16 @@ WRONG = [
         weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
         weights = F.dropout(weights, dropout, training)
         return weights @ v, weights"""},
-         family="mode", fails=("dropout in training",), where=("training, p=0.1",), says=("before dropout",
-                                                                                          )),
+         family="mode", fails=("dropout in training",), where=("training, p=0.1",),
+         says=("before dropout",)),
     Body(1, "dropout outside training too", {SDPA: sdpa(dropped="F.dropout(weights, dropout, True)")},
          family="mode", fails=("no dropout outside training",), where=("eval, p=0.1",)),
     Body(1, "a bare exp without the row maximum", {SDPA: """
         e = torch.exp(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]))
         weights = e / e.sum(-1, keepdim=True)
         return F.dropout(weights, dropout, training) @ v, weights"""},
-         family="precision", fails=("the weights stay a finite softmax",), where=("scores up to thousands",
-                                                                                  ), says=("NaN or inf",)),
+         family="precision", fails=("the weights stay a finite softmax",),
+         where=("scores up to thousands",), says=("NaN or inf",)),
     Body(1, "the values scaled instead of the scores", {SDPA: """
         d_k = q.shape[-1]
         weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # (B, h, N, N)
@@ -100,8 +100,8 @@ WRONG = [
         dropped="weights * (torch.rand_like(weights) < dropout) / dropout if training and dropout "
                 "else weights")},
          family="value", fails=("dropout in training",), where=("training, p=0.1",), says=("kept weights",)),
-    Body(1, "scaled by sqrt(d_v), the values' width", {SDPA: sdpa(scores="q @ k.transpose(-2, -1) / "
-                                                                         "math.sqrt(v.shape[-1])")},
+    Body(1, "scaled by sqrt(d_v), the values' width",
+         {SDPA: sdpa(scores="q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1])")},
          family="shape", fails=("output and weights equal Eq. 2.1",), where=("d=4, d_v=3",),
          says=("multiplied by 0.5774",)),
     Body(1, "computed in float32 whatever the inputs", {SDPA: """
@@ -110,8 +110,8 @@ WRONG = [
         return F.dropout(weights, dropout, training) @ v, weights"""},
          family="precision", fails=("output and weights equal Eq. 2.1",), where=("float64, eval",),
          says=("expected the inputs' float64",)),
-    Body(1, "dropout on the values instead of the weights", {SDPA: sdpa(dropped="weights", out="weights @ "
-                                                                      "F.dropout(v, dropout, training)")},
+    Body(1, "dropout on the values instead of the weights",
+         {SDPA: sdpa(dropped="weights", out="weights @ F.dropout(v, dropout, training)")},
          family="draws", fails=("dropout in training",), where=("training, p=0.1",),
          says=("two neighbouring queries",)),
     # ----- 2. multi-head split and merge
@@ -162,8 +162,7 @@ WRONG = [
         split="p(x)[0].view(N, h, d).transpose(0, 1).expand(B, h, N, d)")},
          family="shape", fails=("eval mode: the output equals the layer",), where=("B=2, N=5",)),
     Body(2, "return_weights ignored",
-         {MHSA: mhsa().replace("return (out, weights) if return_weights else out",
-                                                            "return out, weights")},
+         {MHSA: mhsa().replace("return (out, weights) if return_weights else out", "return out, weights")},
          family="value", fails=("return_weights gives",), where=("without return_weights",)),
     # ----- 3. patch embedding
     Body(3, "patches flattened in (P, P, C) order", {PATCH: patch(
@@ -260,8 +259,7 @@ WRONG = [
             "self.drop.p)")},
          family="mode", fails=("eval mode ignores the dropout",), where=("eval, dropout=0.5",)),
     Body(4, "the weights dropped (return_weights ignored)", {LAYER: layer(
-        attn="self.attn(self.norm1(x))").replace("a, weights = a if return_weights else (a, None)",
-                                                 "weights = None")},
+        attn="self.attn(self.norm1(x))").replace("a if return_weights else (a, None)", "(a, None)")},
          family="value", fails=("return_weights also returns",), where=("D=8, h=2, M=16",)),
     # ----- 5. UNETR-2D skips
     Body(5, "tokens_to_image reshaped without moving D", {FOLD: """
@@ -320,8 +318,8 @@ WRONG = [
             y = F.batch_norm(y, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0,
                              norm.eps)
         return self.conv.drop(self.conv.act(y))"""},
-         family="mode", fails=("in training a blue block's",), where=("BatchNorm on",
-                                                                      "training, dropout=0.0")),
+         family="mode", fails=("in training a blue block's",),
+         where=("BatchNorm on", "training, dropout=0.0")),
     Body(5, "tokens folded in float32", {FOLD: """
         gh, gw = (grid, grid) if isinstance(grid, int) else grid
         return z.float().transpose(1, 2).reshape(z.shape[0], z.shape[2], gh, gw)"""},

@@ -66,8 +66,8 @@ def test_wrong_bodies_fail_naming_the_behaviour_and_the_input_and_other_solution
     problems = [p for group, results in zip(groups, graded) for e in group
                 for p in judge(e, [r for r in results if r.exercise == e.exercise])]
     assert not problems, "\n".join(problems)
-    example = next(results for group, results in zip(groups,
-                                                     graded) for e in group if e.name == DOCS_EXAMPLE)
+    example = next(results for group, results in zip(groups, graded) for e in group
+                   if e.name == DOCS_EXAMPLE)
     with open(os.path.join(ROOT, "docs", "teaching.md"), encoding="utf-8") as f:
         docs = f.read().split(f"<!-- example: {DOCS_EXAMPLE} -->")[1].split("```text\n")[1].split("```")[0]
     shown = [line for line in docs.split("\n") if line.startswith(("PASS", "FAIL"))]

@@ -159,8 +159,8 @@ def test_the_copy_kit_has_no_references_and_no_hidden_checks(blank_copy):
         with open(os.path.join(blank_copy, rel)) as f:
             view = f.read()
         old, new = qualnames(ast.parse(source)), qualnames(ast.parse(view))
-        references = {name for name, node in old.items() if exercises.decorated(node,
-                                                                                "reference") is not None}
+        references = {name for name, node in old.items()
+                      if exercises.decorated(node, "reference") is not None}
         inside = {name for name in old if name.split(".")[0] in references and "." in name}
         assert set(new) == set(old) - hidden - inside, rel
         view_lines, source_lines = view.split("\n"), source.split("\n")
@@ -289,8 +289,8 @@ def test_the_projects_tests_carry_their_exercise_markers_in_place():
     assert sorted(seen) == EVERY, sorted(seen)  # every exercise marks some tests, and no other marker is used
     with open(os.path.join(ROOT, "tests", "conftest.py")) as f:
         conftest = f.read()
-    assert f"EXERCISES = {len(EVERY)}" in conftest and not re.search(r"import (grader|exercises|judging)",
-                                                                     conftest)
+    assert f"EXERCISES = {len(EVERY)}" in conftest
+    assert not re.search(r"import (grader|exercises|judging)", conftest)
 
 
 def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
@@ -314,7 +314,11 @@ def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
                           (["grade", str(tmp_path / "nowhere")], "no such folder"),
                           (["grade", str(taken)], "no student folders"),
                           (["grade", str(tmp_path / "class")], "already exists; pass --force"),
-                          (["grade", str(tmp_path / "class2")], "alice.txt already exists; pass --force")]:
+                          (["grade", str(tmp_path / "class2")], "alice.txt already exists; pass --force"),
+                          (["grade", str(tmp_path / "class2"), "--feedback", str(taken / "notes.txt")],
+                           "a file, not a folder"),
+                          (["grade", str(tmp_path / "class2"), "--out", str(tmp_path / "no" / "g.csv")],
+                           "not a file in an existing folder")]:
         with pytest.raises(SystemExit) as exc:
             exercises.main(argv)
         err = capsys.readouterr().err
