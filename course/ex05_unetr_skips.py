@@ -92,7 +92,9 @@ def fold_row_major(g):
 # ---------------------------------------------------------------- vit_skip
 
 class KnownMap(nn.Module):
-    """Stands in for the skip path of level l: x -> (l + 2) x + l, so the output shows what it read."""
+    """Stands in for the blocks of level l's skip path: x -> (l + 2) x + l, so the output shows what it
+    read. It sits in an nn.Sequential, as the blue blocks do, so that calling the path and running its
+    blocks one by one give the same."""
 
     def __init__(self, level):
         super().__init__()
@@ -113,7 +115,7 @@ def vit_skip(n_layers, step, patch, img, level, hidden, x):
         model = unetr2d.UNETR2D(name, filters=2, img_size=img, patch_size=patch).double()
     finally:
         del vit.CONFIGS[name]
-    model.skips = nn.ModuleList(KnownMap(level) for level in range(model.n_levels))
+    model.skips = nn.ModuleList(nn.Sequential(KnownMap(level)) for level in range(model.n_levels))
     return {"result": model.vit_skip(level, hidden, x)}
 
 

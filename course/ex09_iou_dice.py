@@ -21,11 +21,11 @@ EXERCISE = Exercise(
     minutes=15,
     task="Dice = 2TP / (2TP + FP + FN) and IoU_F = TP / (TP + FP + FN), the foreground (mitochondria) being "
          "the positive class. Write both from the counts, Python or NumPy integers (an empty prediction of "
-         "an "
-         "empty mask scores 1; a slice whose mitochondria are all missed scores 0), and from two masks of "
-         "any dtype and shape, any non-zero pixel being foreground (`confusion` gives the counts). Return a "
-         "number. True negatives do not enter: the background dominates EM slices, and counting it would "
-         "inflate the score, which is why the thesis reports IoU_F.",
+         "an empty mask scores 1; a slice whose mitochondria are all missed scores 0), and from two masks "
+         "of any dtype and shape, any non-zero pixel being foreground (`confusion` gives the counts). "
+         "Return a Python float (the run writes the scores to JSON). True negatives do not enter: the "
+         "background dominates EM slices, and counting it would inflate the score, which is why the "
+         "thesis reports IoU_F.",
     hints=("Write down TP, FP and FN for a prediction that finds nothing on a slice that has mitochondria, "
            "and for one that finds nothing on a slice that has none: which of the two is 0 / 0?",
            "Guard only the 0 / 0 case (TP + FP + FN == 0) before dividing, and return a float; the mask "
@@ -47,9 +47,9 @@ def scores_of(kind, items, numpy_ints=False):
     """IoU_F and Dice of each item (counts or a (pred, mask) pair): the value, or what came back."""
     import evaluate
 
-    def number(v):
-        real = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-        return {"value": float(v)} if real else {"got": type(v).__name__}
+    def number(v):  # a Python number: the run writes the scores to JSON, which takes no NumPy float32
+        plain = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return {"value": float(v)} if plain else {"got": type(v).__name__}
     if kind == "counts" and numpy_ints:
         items = [tuple(np.int64(c) for c in item) for item in items]
     return {name: [number(getattr(evaluate, name)(*item)) for item in items] for name in NAMES[kind]}
@@ -90,7 +90,7 @@ def judge(g, kind, items, labels, numpy_ints=False):
             answer = (got.get(name) or [{}] * len(items))[i]
             where = labels[i] + (" (NumPy integers)" if numpy_ints else "")
             assert "value" in answer, f"{label} on {where}: got {answer.get('got', describe(None))}, " \
-                                      "expected a number"
+                                      "expected a Python float"
             assert abs(answer["value"] - want) <= TOL, \
                 f"{label} on {where}: {answer['value']:.6g}, expected {want:.6g} (allowed {TOL:g})"
 

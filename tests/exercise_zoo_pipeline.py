@@ -194,6 +194,11 @@ WRONG = [
         "iou_from_counts": "return 1.0 if tp + fp + fn == 0 else round(tp / (tp + fp + fn), 4)"},
          family="precision", fails=("IoU_F = TP / (TP + FP + FN) and Dice",),
          where=("counts (TP, FP, FN) = (1, 0, 5)",)),
+    Body(9, "a NumPy float32 returned", {"iou_from_counts": """
+        tp, fp, fn = np.float32(tp), np.float32(fp), np.float32(fn)
+        return np.float32(1) if tp + fp + fn == 0 else tp / (tp + fp + fn)"""},
+         family="precision", fails=("IoU_F = TP / (TP + FP + FN) and Dice",),
+         where=("counts (TP, FP, FN) = (1, 0, 0)",), says=("got float32, expected a Python float",)),
     Body(9, "counts summed in int32", {"dice_from_counts": """
         tp, fp, fn = np.array([tp, fp, fn]).astype(np.int32)
         total = np.int32(2) * tp + fp + fn
@@ -364,10 +369,10 @@ RIGHT = [
     Body(9, "float32 arithmetic", {
         "iou_from_counts": """
         tp, fp, fn = np.float32(tp), np.float32(fp), np.float32(fn)
-        return np.float32(1) if tp + fp + fn == 0 else tp / (tp + fp + fn)""",
+        return 1.0 if tp + fp + fn == 0 else float(tp / (tp + fp + fn))""",
         "dice_from_counts": """
         tp, fp, fn = np.float32(tp), np.float32(fp), np.float32(fn)
-        return np.float32(1) if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)"""}),
+        return 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn))"""}),
     Body(10, "standard normals scaled; boxes from clipped corners", {
         NOISE: """
         noisy = image.astype(np.float64) + sigma * rng.standard_normal(image.shape)

@@ -462,6 +462,13 @@ RIGHT = [
         tap = self.config.skip_step * level
         return self.skips[level](vit.tokens_to_image(hidden[tap - 1], self.grid))""",
         BLUE: "return self.conv(self.up(x))"}),
+    Body(5, "the skip path's blocks run one by one", {SKIP: """
+        if level == 0:
+            return self.skips[0](x)
+        z = vit.tokens_to_image(hidden[self.skip_layers[level - 1] - 1], self.grid)
+        for block in self.skips[level]:  # the K - l blue blocks
+            z = block(z)
+        return z"""}),
     Body(5, "the fold inline in vit_skip, the conv block's parts inline", {
         SKIP: """
         if level == 0:
