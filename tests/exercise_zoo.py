@@ -17,7 +17,7 @@ from exercise_zoo_vit import WRONG as WRONG_VIT
 WRONG = WRONG_VIT + WRONG_PIPELINE
 RIGHT = RIGHT_VIT + RIGHT_PIPELINE
 FAMILIES = ("value", "mode", "precision", "shape", "draws", "logic")
-APPLIES = {  # the families of the issue that apply to each exercise; the zoo holds a body of each
+APPLIES = {  # the families (but logic) that apply to each exercise; the zoo holds a body of each
     1: ("value", "mode", "precision", "shape", "draws"), 2: ("value", "mode", "precision", "shape"),
     3: ("value", "precision", "shape"), 4: ("value", "mode", "precision", "shape", "draws"),
     5: ("value", "mode", "precision", "shape", "draws"), 6: ("value", "mode", "precision", "shape"),
