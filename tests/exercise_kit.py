@@ -3,12 +3,14 @@ import ast
 import os
 import re
 import textwrap
+from typing import NamedTuple
 
-import exercise_checks
 import exercises
+import grader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EVERY = sorted(exercise_checks.EXERCISES)
+KIT = grader.kit()
+EVERY = sorted(KIT.exercises)
 
 
 def solve(copy, path, qualname, body):
@@ -34,7 +36,7 @@ def project_body(path, qualname):
 
 def fill(copy, number, bodies=None):
     """Every target of exercise `number` in `copy`: `bodies` where given, the project's body elsewhere."""
-    for path, qualname in exercise_checks.EXERCISES[number].targets:
+    for path, qualname in KIT.exercises[number].targets:
         solve(copy, path, qualname, (bodies or {}).get(qualname) or project_body(path, qualname))
 
 
@@ -45,3 +47,15 @@ def scores(results):
         got, of = out.get(r.exercise, (0, 0))
         out[r.exercise] = (got + r.points * r.passed, of + r.points)
     return out
+
+
+class Body(NamedTuple):
+    """A body for the zoo (tests/exercise_zoo*.py): a plausible mistake or a correct alternative."""
+    exercise: int
+    name: str
+    bodies: dict  # qualname -> source of the body, at any indentation
+    family: str = ""  # of a wrong body: value, mode, precision, shape or draws (ways past narrow checks), or logic
+    fails: tuple = ()  # behaviour texts (prefixes) that must FAIL
+    where: tuple = ()  # the input it fails on, as the FAIL messages name it (each must appear in one)
+    says: tuple = ()  # more texts that must appear in the FAIL messages
+    passes: tuple = ()  # behaviour texts (prefixes) that must PASS: the failure is reported where it is

@@ -41,6 +41,7 @@ def domains(tmp_path_factory):
     return _write_set(base / "a", "a", 1), _write_set(base / "b", "b", 2)
 
 
+@pytest.mark.ex12
 def test_unlabelled_samples_add_no_bce_and_no_segmentation_gradient():
     torch.manual_seed(0)
     model = unet.AttentionYNet(filters=4)

@@ -7,6 +7,8 @@ import torch.nn as nn
 
 from attention import MultiHeadSelfAttention, scaled_dot_product_attention
 
+pytestmark = pytest.mark.ex1  # every test here runs Eq. 2.1 (course exercise 1)
+
 
 def _reference_mhsa(x, attn):
     """Eq. 2.1 per head with einsum in float64, from the module's parameters only."""
@@ -25,6 +27,7 @@ def _reference_mhsa(x, attn):
     return out, weights
 
 
+@pytest.mark.ex2
 def test_vaswani_layout_matches_torch_multihead_attention():
     torch.manual_seed(0)
     B, N, D, h = 2, 7, 12, 3
@@ -56,6 +59,7 @@ def test_vaswani_layout_matches_torch_multihead_attention():
     torch.testing.assert_close(ours.out_proj.weight.grad, ref.out_proj.weight.grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.ex2
 def test_full_width_layout_matches_einsum_reference():
     torch.manual_seed(1)
     B, N, D, h = 2, 5, 8, 4
@@ -77,6 +81,7 @@ def test_full_width_layout_matches_einsum_reference():
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.ex2
 def test_attention_weights_are_row_stochastic():
     torch.manual_seed(2)
     attn = MultiHeadSelfAttention(16, 2)
@@ -127,6 +132,7 @@ def test_dropout_acts_on_the_weights_only_in_training():
     assert not torch.allclose(out_train, out_eval)
 
 
+@pytest.mark.ex2
 @pytest.mark.parametrize("D,h", [(64, 4), (128, 8), (256, 12)])
 def test_full_width_parameter_count(D, h):
     attn = MultiHeadSelfAttention(D, h)
@@ -150,6 +156,7 @@ def test_init_is_glorot_uniform_with_keras_fans(head_dim):
         assert torch.count_nonzero(lin.bias) == 0
 
 
+@pytest.mark.ex2
 @pytest.mark.parametrize("head_dim", [None, 4])
 def test_fused_path_matches_the_hand_written_one(head_dim):
     torch.manual_seed(5)
@@ -179,6 +186,7 @@ def test_fused_path_matches_the_hand_written_one(head_dim):
     torch.testing.assert_close(w3, ref_w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.ex2
 def test_fused_path_really_calls_torch_kernel(monkeypatch):
     import torch.nn.functional as F
 

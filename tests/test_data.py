@@ -164,6 +164,12 @@ def _mirror_reference(size, before, after):
     return np.array(out)
 
 
+def _symmetric_reference(stack, rows, cols):
+    """NumPy's own 'symmetric' padding of the last two axes by (before, after) rows and columns."""
+    return np.pad(stack, ((0, 0), rows, cols), "symmetric")
+
+
+@pytest.mark.ex7
 @pytest.mark.parametrize("size, multiple, expected",
                          [(768, 256, (0, 0)), (1024, 256, (0, 0)), (5, 4, (2, 1)),
                           (1463, 256, (37, 36)), (1613, 256, (90, 89)), (3, 8, (3, 2))])
@@ -171,19 +177,21 @@ def test_padding_for(size, multiple, expected):
     assert data.padding_for(size, multiple) == expected
 
 
+@pytest.mark.ex7
 def test_pad_to_multiple_matches_symmetric_padding():
     rng = np.random.default_rng(0)
     stack = rng.integers(0, 256, size=(2, 13, 7), dtype=np.uint8)
     padded = data.pad_to_multiple(stack, 8)
     rows, cols = _mirror_reference(13, 2, 1), _mirror_reference(7, 1, 0)
     np.testing.assert_array_equal(padded, stack[:, rows][:, :, cols])
-    np.testing.assert_array_equal(padded, np.pad(stack, ((0, 0), (2, 1), (1, 0)), "symmetric"))
+    np.testing.assert_array_equal(padded, _symmetric_reference(stack, (2, 1), (1, 0)))
     np.testing.assert_array_equal(data.pad_to_multiple(stack[0], 8), padded[0])  # (H, W) too
     np.testing.assert_array_equal(data.pad_to_multiple(stack, 1), stack)           # no-op
     square = rng.random((16, 32))
     np.testing.assert_array_equal(data.pad_to_multiple(square, 16), square)
 
 
+@pytest.mark.ex7
 def test_lucchi_slices_give_12_tiles_that_reassemble():
     stack = np.arange(2 * 768 * 1024, dtype=np.int64).reshape(2, 768, 1024)
     tiles = data.extract_tiles(stack, 256)
@@ -193,6 +201,7 @@ def test_lucchi_slices_give_12_tiles_that_reassemble():
         np.testing.assert_array_equal(tile, stack[s, r * 256:(r + 1) * 256, c * 256:(c + 1) * 256])
 
 
+@pytest.mark.ex7
 def test_tiles_of_padded_slices_reassemble():
     rng = np.random.default_rng(1)
     stack = rng.integers(0, 256, size=(3, 50, 70), dtype=np.uint8)

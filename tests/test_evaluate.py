@@ -5,6 +5,8 @@ import pytest
 
 import evaluate
 
+pytestmark = pytest.mark.ex9
+
 
 def test_iou_and_dice_on_hand_made_masks():
     mask = np.zeros((4, 4), bool)

@@ -1,10 +1,12 @@
 """The grade is decided where no graded code runs: tampering from a student's files leaves it unchanged,
 a child that dies, exits 0 or answers garbage fails its exercise's remaining checks, a hanging body
-costs at most its exercise's budget, and `grade` writes the gradebook of a folder of copies."""
+costs at most its exercise's budget, and `grade` writes the gradebook of a folder of copies and one
+feedback file per student, the failed behaviours with their messages."""
 import csv
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -14,13 +16,13 @@ import time
 import numpy as np
 import pytest
 
-import exercise_checks
 import exercises
 import grader
-from exercise_kit import EVERY, ROOT, fill, scores
+from exercise_kit import EVERY, KIT, ROOT, fill, scores
 
-pytestmark = pytest.mark.skipif(os.path.exists(os.path.join(ROOT, exercises.MARKER)), reason="a student copy")
-BUDGET = 1.0  # seconds per exercise for the hanging copy (a forked child starts in milliseconds)
+pytestmark = pytest.mark.skipif(os.path.exists(os.path.join(ROOT, exercises.MARKER)),
+                                reason="a student copy")
+BUDGET = 1.0  # seconds per exercise for the hanging copy
 
 TAMPER = '''
 # ---- planted by a student: none of this may change the grade
@@ -46,7 +48,7 @@ for fd in range(3, 40):  # a forged answer into every descriptor that takes one
 def hang_everything(copy):
     for n in EVERY:
         body = "while True:\n    pass" if n == 1 else "import time\ntime.sleep(3600)"
-        fill(copy, n, {name: body for _, name in exercise_checks.EXERCISES[n].targets})
+        fill(copy, n, {name: body for _, name in KIT.exercises[n].targets})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_grade_writes_the_gradebook_and_tampering_changes_nothing(tmp_path):
     job = subprocess.run([sys.executable, "exercises.py", "grade", str(class_dir), "--jobs", "2"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, job.stdout + job.stderr
-    full = {n: sum(c.points for c in exercise_checks.CHECKS[n]) for n in numbers}
+    full = {n: sum(c.points for c in KIT.checks[n]) for n in numbers}
     solved = {"blank": (), "half": (1, 9), "complete": (1, 9, 11), "tampered": ()}
     want = []
     for name in sorted(solved):
@@ -113,6 +115,14 @@ def test_grade_writes_the_gradebook_and_tampering_changes_nothing(tmp_path):
     assert csv_rows(class_dir / "gradebook.csv") == want
     total = sum(full[n] for name in solved for n in solved[name])
     assert f"grand total: {total}/{4 * sum(full.values())} points over 4 students" in job.stdout
+    feedback = {name: (class_dir / "feedback" / f"{name}.txt").read_text() for name in solved}
+    assert feedback["complete"].count("every check passes") == 3 and "FAIL" not in feedback["complete"]
+    half = feedback["half"]
+    assert half.startswith(f"half: {full[1] + full[9]}/{sum(full.values())} points, exercises 1, 9, 11")
+    fails = [line.strip() for line in half.splitlines() if line.strip().startswith("FAIL")]
+    assert len(fails) == len(KIT.checks[11])
+    assert all("exercise 11" in f and "not written yet" in f for f in fails)
+    assert "garbage" in feedback["tampered"] or "ended its process" in feedback["tampered"]
     again = subprocess.run([sys.executable, "exercises.py", "grade", str(class_dir)], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "pass --force" in again.stderr and again.stderr.count("\n") == 1
@@ -126,7 +136,7 @@ def test_a_child_that_exits_0_or_forges_answers_fails_what_it_touches(tmp_path):
         f.write("\nimport os\nos._exit(0)\n")
     results = grader.grade_folder(copy, [1, 9, 10])
     assert scores(results) == {n: (0 if n == 9 else full, full) for n, full in
-                               ((n, sum(c.points for c in exercise_checks.CHECKS[n])) for n in (1, 9, 10))}
+                               ((n, sum(c.points for c in KIT.checks[n])) for n in (1, 9, 10))}
     nine = [r for r in results if r.exercise == 9]
     assert "ended its process (exit status 0) without answering" in nine[0].message
     assert all(r.message.startswith("not run: the graded code ended its process") for r in nine[1:])
@@ -148,7 +158,12 @@ def test_a_hanging_copy_costs_one_budget_per_exercise(hanging):
         assert all(r.message.startswith("not run: the exercise's budget") for r in rest), n
 
 
-def test_without_the_zygote_each_child_is_a_fresh_interpreter(monkeypatch):
-    monkeypatch.setattr(exercises.sys, "platform", "win32")  # as on Windows and macOS: no fork server
-    results = grader.grade_folder(ROOT, [9])
-    assert all(r.passed for r in results) and len(results) == len(exercise_checks.CHECKS[9])
+def test_each_copy_is_graded_in_a_fresh_process_of_its_own(tmp_path):
+    copies = [exercises.make(str(tmp_path / name), [9], root=ROOT) for name in ("alice", "bob")]
+    for copy in copies:  # a body that names the process it runs in
+        fill(copy, 9, {"iou_from_counts": "import os\nraise RuntimeError(f'pid {os.getpid()}')"})
+    pids = []
+    for results in grader.grade_many([(copy, [9]) for copy in copies], workers=2):
+        pids.append({int(m) for r in results for m in re.findall(r"pid (\d+)", r.message)})
+    assert all(len(p) == 1 for p in pids), pids  # one process per copy, for all its checks
+    assert len(pids[0] | pids[1] | {os.getpid()}) == 3, pids  # neither this one nor the other copy's

@@ -1,11 +1,12 @@
-"""exercises.py and exercise_checks.py: the records list what a student needs and docs/teaching.md shows
-what `list --markdown` prints; `make` blanks the chosen bodies by `ast`, keeps every other byte, copies
-figures/ and docs/ but not the kit's own tests, and gives the copy a kit without references or hidden
-checks; every check fails on the blank copy and passes on the project; a solved copy passes its own
-checks against the recorded answers, for its own exercises only; the copy's tests run per exercise."""
+"""exercises.py and course/: the records list what a student needs and docs/teaching.md shows what
+`list --markdown` prints; `make` blanks the chosen bodies by `ast`, keeps every other byte, copies
+figures/ and docs/ but not the kit's own tests, and ships the course files of the copy's exercises
+only, without references or hidden checks; every check fails on the blank copy and passes on the
+project; a solved copy passes its own checks against the recorded answers, for its own exercises
+only; the copy's tests run per exercise; every mistake of the command line is one line and exit 2."""
 import ast
 import difflib
-import fnmatch
+import glob
 import json
 import os
 import re
@@ -14,10 +15,9 @@ import sys
 
 import pytest
 
-import exercise_checks
 import exercises
 import grader
-from exercise_kit import EVERY, ROOT, fill
+from exercise_kit import EVERY, KIT, ROOT, fill
 
 pytestmark = pytest.mark.skipif(os.path.exists(os.path.join(ROOT, exercises.MARKER)),
                                 reason="a student copy: its exercises are blank on purpose")
@@ -51,7 +51,7 @@ def blank_copy(tmp_path_factory):
 def test_list_shows_objective_minutes_task_hints_and_thesis_questions(capsys):
     exercises.main(["list"])
     out = capsys.readouterr().out
-    for e in exercise_checks.EXERCISES.values():
+    for e in KIT.exercises.values():
         head = rf"^ ?{e.number}\. {re.escape(e.title)}  \[.*\]  {e.minutes} min, \d+ points"
         assert re.search(head, out, re.M), e.number
         for path, name in e.targets:
@@ -61,14 +61,14 @@ def test_list_shows_objective_minutes_task_hints_and_thesis_questions(capsys):
     assert out.count("Objective: ") == out.count("Task: ") == out.count("Hint: ") == len(EVERY)
     exercises.main(["hint", "3"])
     hint = " ".join(capsys.readouterr().out.split())
-    assert " ".join(exercise_checks.EXERCISES[3].hints[1].split()) in hint
+    assert " ".join(KIT.exercises[3].hints[1].split()) in hint
 
 
 def test_selections_fit_a_two_hour_lab_and_the_whole_course():
-    minutes = {name: sum(exercise_checks.EXERCISES[n].minutes for n in numbers)
-               for name, numbers in exercise_checks.SELECTIONS.items()}
-    assert 90 <= minutes["lab"] <= 120 and list(exercise_checks.SELECTIONS["course"]) == EVERY
-    assert exercises.parse_numbers("lab", "--only") == sorted(exercise_checks.SELECTIONS["lab"])
+    minutes = {name: sum(KIT.exercises[n].minutes for n in numbers)
+               for name, numbers in exercises.selections().items()}
+    assert 90 <= minutes["lab"] <= 120 and list(exercises.selections()["course"]) == EVERY
+    assert exercises.parse_numbers("lab", "--only") == sorted(exercises.LAB)
 
 
 def test_docs_hold_what_list_markdown_prints(capsys):
@@ -80,59 +80,70 @@ def test_docs_hold_what_list_markdown_prints(capsys):
     assert block and block.group(1).strip() == printed
 
 
-def test_make_changes_only_the_chosen_bodies_and_ships_no_solution(blank_copy):
-    targets = {}
-    for e in exercise_checks.EXERCISES.values():
+def changed_spans():
+    """{path: {qualname: message start}} of what a copy made for every exercise blanks or withholds."""
+    spans = {}
+    for e in KIT.exercises.values():
         for path, name in e.targets:
-            targets.setdefault(path, {})[name] = e.number
+            spans.setdefault(path, {})[name] = f'NotImplementedError("exercise {e.number}: '
+        for path, name in e.withheld:
+            spans.setdefault(path, {}).setdefault(name, f'NotImplementedError("{exercises.WITHHELD}: ')
+    return spans
+
+
+def test_make_changes_only_the_chosen_bodies_and_ships_no_solution(blank_copy):
+    spans = changed_spans()
     files = exercises.project_files(ROOT)
-    assert {"tests/test_attention.py", ".ci/run", "docs/teaching.md"} <= set(files)
+    assert {"tests/test_attention.py", ".ci/run", "docs/teaching.md", "course/judging.py"} <= set(files)
+    assert set(KIT.files.values()) <= set(files)
     assert any(f.startswith("figures/") and f.endswith(".png") for f in files)
     assert not any(f.startswith(("runs/", ".git/", "tests/exercise_", "tests/test_exercise")) for f in files)
     assert sorted(exercises.project_files(blank_copy)) == sorted(files)
-    kit_text = ""
     for rel in files:
         with open(os.path.join(ROOT, rel), "rb") as f:
             before = f.read()
         with open(os.path.join(blank_copy, rel), "rb") as f:
             after = f.read()
-        if rel == exercises.KIT:
-            kit_text = after.decode()
-        elif rel not in targets:
+        if rel in KIT.files.values():
+            assert after.decode() == exercises.student_view(before.decode()), rel
+        elif rel not in spans:
             assert after == before, rel
         else:
-            check_blanked(rel, before.decode(), after.decode(), targets[rel])
-    for rel in targets:  # no line of a solution is left in the copy's kit
-        with open(os.path.join(ROOT, rel)) as f:
-            source = f.read()
-        for name in targets[rel]:
-            body = exercises.body_span(exercises.find_function(ast.parse(source), name), source.split("\n"))
-            for line in source.split("\n")[body[0] - 1:body[1]]:
-                code = line.split("#")[0].strip()
-                assert len(code) < 30 or code not in kit_text, (name, code)
+            check_blanked(rel, before.decode(), after.decode(), spans[rel])
     marker = json.load(open(os.path.join(blank_copy, exercises.MARKER)))
     assert marker["exercises"] == EVERY and os.path.isfile(os.path.join(blank_copy, exercises.ANSWERS))
     assert marker["hidden"] == {str(n): [sum(c.hidden for c in cs), sum(c.points for c in cs if c.hidden)]
-                                for n, cs in exercise_checks.CHECKS.items()}
+                                for n, cs in KIT.checks.items()}
 
 
-def check_blanked(rel, old, new, numbers):
+def test_a_copy_ships_the_course_files_of_its_own_exercises_only(tmp_path):
+    copy = exercises.make(str(tmp_path / "three"), [3, 9], root=ROOT)
+    shipped = sorted(os.listdir(os.path.join(copy, grader.COURSE)))
+    assert shipped == sorted(["judging.py", os.path.basename(KIT.files[3]), os.path.basename(KIT.files[9])])
+    tests = os.listdir(os.path.join(copy, "tests"))
+    assert not any("test_exercise" in n or n.startswith("exercise_") for n in tests)
+    mine = grader.load_kit(copy)
+    assert list(mine.exercises) == [3, 9] and all(not c.hidden for cs in mine.checks.values() for c in cs)
+
+
+def check_blanked(rel, old, new, names):
     old_defs, new_defs = qualnames(ast.parse(old)), qualnames(ast.parse(new))
-    assert set(old_defs) == set(new_defs), rel
+    inside = {d for d in old_defs if any(d.startswith(name + ".") for name in names)}  # nested in them
+    assert set(old_defs) - inside == set(new_defs), rel
     old_lines, new_lines = old.split("\n"), new.split("\n")
     spans = []
-    for name, number in numbers.items():
+    for name, message in names.items():
         func = new_defs[name]
         assert len(func.body) <= 2 and isinstance(func.body[-1], ast.Raise), f"{rel}: {name}"
-        assert f'NotImplementedError("exercise {number}: ' in new_lines[func.body[-1].lineno - 1]
+        assert message in new_lines[func.body[-1].lineno - 1], (rel, name)
         first, last = exercises.body_span(old_defs[name], old_lines)
         spans.append((first, last))
         new_first = exercises.body_span(func, new_lines)[0]  # the signature and docstring stay
         head = old_lines[old_defs[name].lineno - 1:first - 1]
         assert head == new_lines[func.lineno - 1:new_first - 1], name
-    enclosing = {name.rsplit(".", 1)[0] for name in numbers if "." in name}
+    enclosing = {name.rsplit(".", 1)[0] for name in names if "." in name}
     for name, node in old_defs.items():
-        if name not in numbers and name not in enclosing:  # every other def, byte for byte
+        if name not in names and name not in enclosing and name not in inside:  # the others, byte for byte
             assert ast.get_source_segment(old, node) == ast.get_source_segment(new, new_defs[name]), name
     changes = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False).get_opcodes()
     for tag, i1, i2, _, _ in changes:
@@ -140,25 +151,32 @@ def check_blanked(rel, old, new, numbers):
 
 
 def test_the_copy_kit_has_no_references_and_no_hidden_checks(blank_copy):
-    with open(os.path.join(ROOT, exercises.KIT)) as f:
-        source = f.read()
-    with open(os.path.join(blank_copy, exercises.KIT)) as f:
-        view = f.read()
-    old, new = qualnames(ast.parse(source)), qualnames(ast.parse(view))
-    hidden = {c.name for cs in exercise_checks.CHECKS.values() for c in cs if c.hidden}
-    references = {n for n, node in old.items() if exercises.decorated(node, "reference") is not None}
-    inside = {n for n in old if n.split(".")[0] in references and "." in n}  # helpers nested in references
-    assert hidden and references and set(new) == set(old) - hidden - inside
-    view_lines, source_lines = view.split("\n"), source.split("\n")
-    for name, node in new.items():
-        if name in references or name.split(".")[0] in references:
-            assert len(node.body) <= 2 and isinstance(node.body[-1], ast.Raise), name
-        else:
-            assert view_lines[node.lineno - 1:node.end_lineno] == \
-                source_lines[old[name].lineno - 1:old[name].end_lineno], name
-    for c in (c for cs in exercise_checks.CHECKS.values() for c in cs if c.hidden):
-        assert c.behaviour not in view, c.behaviour
-    assert exercises.student_view(view) == view  # the child applies it again
+    hidden = {c.fn.__name__ for cs in KIT.checks.values() for c in cs if c.hidden}
+    seen_hidden = seen_references = 0
+    for n, rel in KIT.files.items():
+        with open(os.path.join(ROOT, rel)) as f:
+            source = f.read()
+        with open(os.path.join(blank_copy, rel)) as f:
+            view = f.read()
+        old, new = qualnames(ast.parse(source)), qualnames(ast.parse(view))
+        references = {name for name, node in old.items()
+                      if exercises.decorated(node, "reference") is not None}
+        inside = {name for name in old if name.split(".")[0] in references and "." in name}
+        assert set(new) == set(old) - hidden - inside, rel
+        view_lines, source_lines = view.split("\n"), source.split("\n")
+        for name, node in new.items():
+            if name in references:
+                assert len(node.body) <= 2 and isinstance(node.body[-1], ast.Raise), name
+            else:
+                assert view_lines[node.lineno - 1:node.end_lineno] == \
+                    source_lines[old[name].lineno - 1:old[name].end_lineno], name
+        assert exercises.student_view(view) == view  # the child applies it again
+        seen_hidden += len(set(old) & hidden)
+        seen_references += len(references)
+    assert seen_hidden >= len(EVERY) and seen_references >= len(EVERY)
+    copied = grader.load_kit(blank_copy)
+    assert {n: [c.behaviour for c in cs] for n, cs in copied.checks.items()} == \
+        {n: [c.behaviour for c in cs if not c.hidden] for n, cs in KIT.checks.items()}
 
 
 def test_blank_source_edge_cases():
@@ -195,31 +213,34 @@ def outcome(out):
 def test_blanked_copy_fails_every_check_and_the_project_passes(blank_copy, tmp_path):
     """And a lab copy, solved but for one wrong IoU, grades only its own exercises against its answers."""
     lab = exercises.make(str(tmp_path / "lab"), exercises.parse_numbers("lab", "--only"), root=ROOT)
-    for n in exercise_checks.SELECTIONS["lab"]:  # the project's own bodies back in, but one wrong IoU
+    for n in exercises.LAB:  # the project's own bodies back in, but one wrong IoU
         wrong = {"iou_from_counts": "return 1.0 if tp + fp == 0 else tp / (tp + fp + fn)"}
         fill(lab, n, wrong if n == 9 else {})
     jobs = [run(["exercises.py", "check"], blank_copy), run(["exercises.py", "check", "all"], lab)]
     project = grader.grade_folder(ROOT, EVERY)
     (blank, _), (solved, err) = (job.communicate(timeout=600) for job in jobs)
     assert [job.returncode for job in jobs] == [1, 1], err
-    assert all(r.passed for r in project) and len(project) == sum(map(len, exercise_checks.CHECKS.values()))
+    assert all(r.passed for r in project) and len(project) == sum(map(len, KIT.checks.values()))
     lines, totals = outcome(blank)
-    public = {n: [c for c in cs if not c.hidden] for n, cs in exercise_checks.CHECKS.items()}
+    public = {n: [c for c in cs if not c.hidden] for n, cs in KIT.checks.items()}
     assert len(lines) == sum(map(len, public.values())) and not any(hidden for *_, hidden, _ in lines)
     assert all(p == "FAIL" and msg.startswith(f"not written yet: exercise {n}: ")
                for p, n, _, _, _, msg in lines)
     assert {n: t[0] for n, t in totals.items()} == {n: 0 for n in EVERY}
-    assert "HIDDEN exercise 9: 2 more checks (2 points) run when your instructor grades" in blank
+    nine = [c for c in KIT.checks[9] if c.hidden]
+    count, points = len(nine), sum(c.points for c in nine)
+    assert f"HIDDEN exercise 9: {count} more check{'s' * (count > 1)} ({points} point{'s' * (points > 1)}) " \
+           "run when your instructor grades" in blank
     lines, totals = outcome(solved)
-    lab = sorted(exercise_checks.SELECTIONS["lab"])
+    lab = sorted(exercises.LAB)
     assert sorted(totals) == lab and len(lines) == sum(len(public[n]) for n in lab)
     failed = [(n, behaviour, msg) for p, n, behaviour, _, _, msg in lines if p == "FAIL"]
-    assert failed == [(9, next(c.behaviour for c in public[9] if c.name == "scores_all_missed"),
-                       "counts (0, 0, 7) and (0, 0, 1): IoU_F = [1.0, 1.0], expected [0.0, 0.0]")], solved
-    points = {hidden: sum(c.points for n in lab for c in exercise_checks.CHECKS[n] if c.hidden == hidden)
+    edges = next(c for c in public[9] if c.fn.__name__ == "scores_edges")
+    assert failed == [(9, edges.behaviour, "IoU_F on counts (TP, FP, FN) = (0, 0, 7): 1, expected 0 "
+                                           "(allowed 1e-06)")], solved
+    points = {hidden: sum(c.points for n in lab for c in KIT.checks[n] if c.hidden == hidden)
               for hidden in (False, True)}
-    missed = next(c.points for c in public[9] if c.name == "scores_all_missed")
-    assert f"total: {points[False] - missed}/{points[False]} points" in solved, solved
+    assert f"total: {points[False] - edges.points}/{points[False]} points" in solved, solved
     assert f"(plus {points[True]} points in hidden checks)" in solved
 
 
@@ -230,33 +251,46 @@ def test_a_copy_with_every_exercise_blank_still_builds_its_models(blank_copy):
     assert out.strip() == "4243553", err
 
 
-def marked(test, number):
-    return any(fnmatch.fnmatchcase(test, p) for p in exercise_checks.EXERCISES[number].tests)
+def markers_of(path):
+    """{test name: {exercise numbers}} from the @pytest.mark.exN in place in one test file (a module's
+    pytestmark counts for each of its tests, a pytest.param's marks for its test)."""
+    with open(os.path.join(ROOT, path)) as f:
+        tree = ast.parse(f.read())
+    def numbers(node):
+        return {int(m) for m in re.findall(r"pytest\.mark\.ex(\d+)\b", ast.unparse(node))}
+    module = set().union(*[numbers(n) for n in tree.body if isinstance(n, ast.Assign)
+                           and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)] or [set()])
+    return {n.name: module | set().union(*[numbers(d) for d in n.decorator_list] or [set()])
+            for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
 
 
 def test_the_copys_own_tests_run_per_exercise_and_skip_the_blank_ones(tmp_path):
     copy = exercises.make(str(tmp_path / "three"), [3], root=ROOT)
     args = ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", "-m", "ex3 or ex4", "tests/test_vit.py"]
-    job = run(args, copy)
-    out, err = job.communicate(timeout=300)
-    outcomes = dict(re.findall(r"^(tests/\S+) (PASSED|SKIPPED|FAILED|ERROR)", out, re.M))
-    three = [t for t in outcomes if marked(t, 3)]
-    assert three and set(outcomes) == {t for t in outcomes if marked(t, 3) or marked(t, 4)}, out
+    out, _ = run(args, copy).communicate(timeout=300)
+    outcomes = {name.split("::")[1].split("[")[0]: result
+                for name, result in re.findall(r"^(tests/\S+) (PASSED|SKIPPED|FAILED|ERROR)", out, re.M)}
+    marks = markers_of("tests/test_vit.py")
+    three = {t for t, ns in marks.items() if 3 in ns}
+    assert three and set(outcomes) == {t for t, ns in marks.items() if ns & {3, 4}}, out
     assert all(outcomes[t] == "SKIPPED" for t in three), out  # exercise 3 is blank
-    assert "PASSED" in outcomes.values() and set(outcomes.values()) == {"PASSED", "SKIPPED"}, out
+    assert set(outcomes.values()) == {"PASSED", "SKIPPED"}, out
     skips = re.findall(r"^SKIPPED \[\d+\] .*", out, re.M)
-    assert len(skips) >= 1 and all("blank exercise 3: Patch embedding" in line for line in skips), out
+    assert skips and all("blank exercise 3: Patch embedding" in line or "reference withheld from this copy: "
+                         "it would solve exercise 3" in line for line in skips), out
 
 
-def test_every_exercise_marks_some_of_the_projects_own_tests():
-    for e in exercise_checks.EXERCISES.values():
-        found = []
-        for pattern in e.tests:
-            path, _ = pattern.split("::")
-            with open(os.path.join(ROOT, path)) as f:
-                names = [n.name for n in ast.parse(f.read()).body if isinstance(n, ast.FunctionDef)]
-            found += [name for name in names if fnmatch.fnmatchcase(f"{path}::{name}", pattern.split("[")[0])]
-        assert found, f"exercise {e.number}: its patterns {e.tests} name none of the project's tests"
+def test_the_projects_tests_carry_their_exercise_markers_in_place():
+    seen = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.py"))):
+        for test, numbers in markers_of(os.path.relpath(path, ROOT)).items():
+            for n in numbers:
+                seen.setdefault(n, []).append(test)
+    assert sorted(seen) == EVERY, sorted(seen)  # every exercise marks some tests, and no other marker is used
+    with open(os.path.join(ROOT, "tests", "conftest.py")) as f:
+        conftest = f.read()
+    assert f"EXERCISES = {len(EVERY)}" in conftest
+    assert not re.search(r"import (grader|exercises|judging)", conftest)
 
 
 def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
@@ -265,6 +299,9 @@ def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
     (taken / "notes.txt").write_text("mine")
     (tmp_path / "class" / "alice").mkdir(parents=True)
     (tmp_path / "class" / "gradebook.csv").write_text("student,exercise,points,of\n")
+    (tmp_path / "class2" / "feedback").mkdir(parents=True)
+    (tmp_path / "class2" / "alice").mkdir()
+    (tmp_path / "class2" / "feedback" / "alice.txt").write_text("mine")
     inside = os.path.join(ROOT, "course-copy")
     for argv, message in [(["make", str(taken)], "already exists and is not empty"),
                           (["make", inside], "is inside the project"),
@@ -276,7 +313,12 @@ def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
                           (["hint", "13"], "no such exercise"),
                           (["grade", str(tmp_path / "nowhere")], "no such folder"),
                           (["grade", str(taken)], "no student folders"),
-                          (["grade", str(tmp_path / "class")], "already exists; pass --force")]:
+                          (["grade", str(tmp_path / "class")], "already exists; pass --force"),
+                          (["grade", str(tmp_path / "class2")], "alice.txt already exists; pass --force"),
+                          (["grade", str(tmp_path / "class2"), "--feedback", str(taken / "notes.txt")],
+                           "a file, not a folder"),
+                          (["grade", str(tmp_path / "class2"), "--out", str(tmp_path / "no" / "g.csv")],
+                           "not a file in an existing folder")]:
         with pytest.raises(SystemExit) as exc:
             exercises.main(argv)
         err = capsys.readouterr().err
@@ -285,3 +327,5 @@ def test_make_check_and_grade_refuse_bad_input_with_one_line(tmp_path, capsys):
     assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (taken / "notes.txt").read_text() == "mine"
     assert not os.path.exists(inside) and not (tmp_path / "new").exists()
     assert (tmp_path / "class" / "gradebook.csv").read_text() == "student,exercise,points,of\n"
+    assert (tmp_path / "class2" / "feedback" / "alice.txt").read_text() == "mine"
+    assert not (tmp_path / "class2" / "gradebook.csv").exists()

@@ -19,6 +19,7 @@ def _image(H, W, seed=0):
     return np.random.default_rng(seed).random((H, W), dtype=np.float32)  # (H, W) float32 in [0, 1)
 
 
+@pytest.mark.ex8
 @pytest.mark.parametrize("H, W", SIZES)
 def test_identity_round_trip_is_exact(H, W):
     image = _image(H, W)
@@ -27,6 +28,7 @@ def test_identity_round_trip_is_exact(H, W):
     assert np.array_equal(out, image)
 
 
+@pytest.mark.ex8
 @pytest.mark.parametrize("window, keep", [(64, 32), (64, 48), (32, 8), (16, 16)])
 @pytest.mark.parametrize("H, W", [(100, 70), (257, 129), (31, 97)])
 def test_identity_round_trip_other_window_sizes(H, W, window, keep):
@@ -35,6 +37,7 @@ def test_identity_round_trip_other_window_sizes(H, W, window, keep):
     assert np.array_equal(out, image)
 
 
+@pytest.mark.ex8
 @pytest.mark.parametrize("size", [768, 1024, 1334, 1553, 256, 300, 200, 100, 70, 257, 129, 385, 128, 255])
 def test_padding_and_window_count_follow_the_two_cases(size):
     """§4.2: 64 px each side when divisible by 128, else the least padding to a multiple of 128."""
@@ -49,6 +52,7 @@ def test_padding_and_window_count_follow_the_two_cases(size):
     assert tiles[-1].window[2] == padded
 
 
+@pytest.mark.ex8
 @pytest.mark.parametrize("H, W", SIZES)
 def test_every_pixel_comes_from_exactly_one_window(H, W):
     tiles, _ = tile_layout(H, W)
@@ -72,6 +76,7 @@ def test_every_pixel_comes_from_exactly_one_window(H, W):
     assert area == H * W  # disjoint rectangles that cover the image: a partition
 
 
+@pytest.mark.ex8
 @pytest.mark.parametrize("H, W", [(768, 1024), (1334, 1553), (300, 200), (257, 129), (129, 385)])
 def test_kept_regions_are_window_centres_away_from_the_border(H, W):
     window, keep, margin = 256, 128, 64

@@ -24,9 +24,14 @@ def test_parameter_counts_match_thesis(cls, thesis, spec):
     assert n_params(model) == spec  # the gate's width is f_i (f_i / 2 would give 1.96M, outside 1% of 1.99M)
 
 
-@pytest.mark.parametrize("model", [UNet(filters=4), AttentionUNet(filters=4),
-                                   AttentionUNet(filters=4, batch_norm=True), AttentionYNet(filters=4)],
-                         ids=["unet", "att_unet", "att_unet_bn", "att_ynet"])
+GATED = pytest.mark.ex6  # the attention gates are course exercise 6
+
+
+@pytest.mark.parametrize("model", [pytest.param(UNet(filters=4), id="unet"),
+                                   pytest.param(AttentionUNet(filters=4), id="att_unet", marks=GATED),
+                                   pytest.param(AttentionUNet(filters=4, batch_norm=True), id="att_unet_bn",
+                                                marks=GATED),
+                                   pytest.param(AttentionYNet(filters=4), id="att_ynet", marks=GATED)])
 def test_shapes_gradients_and_size_check(model):
     x = torch.rand(2, 1, 32, 48)
     out = model(x)
@@ -45,6 +50,7 @@ def test_shapes_gradients_and_size_check(model):
         model(torch.rand(1, 1, 40, 32))
 
 
+@pytest.mark.ex6
 def test_attention_ynet_reconstruction_ignores_skips_and_encoder_list():
     torch.manual_seed(0)
     model = AttentionYNet(filters=4, dropout=0.0).eval()
@@ -108,6 +114,7 @@ def gate_reference(gate, skip, up):
     return 1 / (1 + torch.exp(-conv(hidden, gate.psi, gate.psi_norm)))
 
 
+@pytest.mark.ex6
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_attention_gate_modes_against_hand_computation(batch_norm):
     torch.manual_seed(0)
@@ -127,6 +134,7 @@ def test_attention_gate_modes_against_hand_computation(batch_norm):
     assert not torch.allclose(gate_up(skip, up), gate_skip(skip, up))
 
 
+@pytest.mark.ex6
 def test_gate_mode_reaches_the_model():
     torch.manual_seed(0)
     a = AttentionUNet(filters=4, dropout=0.0, gate_mode="up").eval()

@@ -38,6 +38,7 @@ def tiny(cls, size):
     return _cache[cls, size]
 
 
+@pytest.mark.ex5
 @pytest.mark.parametrize("cls", [UNETR2D, YNETR2D])
 @pytest.mark.parametrize("size", SIZES)
 def test_shapes_gradients_and_size_check(cls, size):
@@ -73,6 +74,7 @@ def record(modules, pre=False):
     return seen, handles
 
 
+@pytest.mark.ex5
 @pytest.mark.parametrize("cls", [UNETR2D, YNETR2D])
 @pytest.mark.parametrize("size", SIZES)
 def test_skip_taps_are_hidden_states_S_m_times_l(cls, size):
@@ -96,6 +98,7 @@ def test_skip_taps_are_hidden_states_S_m_times_l(cls, size):
     assert torch.equal(up_in[K - 1][:, :cfg.embed_dim], bottom)
 
 
+@pytest.mark.ex5
 def test_concatenation_orders_follow_the_thesis_code():
     """UNETR-2D: [decoder, skip] at l >= 1 and [first skip, decoder] at l = 0;
     YNETR-2D: [ViT skip, decoder, CNN skip] everywhere and [ViT output, CNN bottleneck] at the bottom."""

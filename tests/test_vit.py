@@ -15,19 +15,27 @@ def _randomise(module, std=0.3):
             p.normal_(0, std)
 
 
+def _conv_tokens(pe, x):
+    """The patch embedding as a strided convolution: Conv2d(C, D, P, stride P) whose weight is proj.weight
+    viewed as (D, C, P, P), flattened row by row, plus the position embedding (Fig. 2.5)."""
+    D, P = pe.embed_dim, pe.patch_size
+    conv = nn.Conv2d(pe.in_channels, D, kernel_size=P, stride=P).to(x.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(pe.proj.weight.view(D, -1, P, P))
+        conv.bias.copy_(pe.proj.bias)
+    return conv(x).flatten(2).transpose(1, 2) + pe.pos_embed  # (B, N, D), row-major patches
+
+
+@pytest.mark.ex3
 def test_patch_embedding_equals_strided_conv():
     torch.manual_seed(0)
     B, C, S, P, D = 2, 2, 64, 16, 8  # C = 2 checks the (C, P_row, P_col) flattening order
     pe = PatchEmbedding(img_size=S, patch_size=P, in_channels=C, embed_dim=D).double()
-    conv = nn.Conv2d(C, D, kernel_size=P, stride=P).double()
-    with torch.no_grad():
-        pe.proj.weight.copy_(conv.weight.reshape(D, -1))
-        pe.proj.bias.copy_(conv.bias)
+    _randomise(pe)
     x = torch.randn(B, C, S, S, dtype=torch.float64)
-    expected = conv(x).flatten(2).transpose(1, 2) + pe.pos_embed  # (B, N, D), row-major patches
     out = pe(x)
     assert pe.n_patches == (S // P) ** 2 and pe.grid == S // P
-    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out, _conv_tokens(pe, x), rtol=1e-10, atol=1e-12)
 
 
 def test_position_embedding_init_range():
@@ -39,6 +47,7 @@ def test_position_embedding_init_range():
     assert pe.proj.weight.abs().max() <= bound and pe.proj.weight.abs().max() > 0.99 * bound
 
 
+@pytest.mark.ex3
 @pytest.mark.parametrize("shape", [(1, 1, 48, 64), (1, 1, 300, 300)])
 def test_wrong_input_size_names_the_allowed_size(shape):
     pe = PatchEmbedding(img_size=64, patch_size=16, embed_dim=8)
@@ -47,6 +56,7 @@ def test_wrong_input_size_names_the_allowed_size(shape):
     assert f"{shape[2]}x{shape[3]}" in str(err.value)
 
 
+@pytest.mark.ex4
 @pytest.mark.parametrize("size", ["mini", "small", "base"])
 def test_encoder_returns_every_layer(size):
     torch.manual_seed(2)
@@ -111,6 +121,7 @@ def _reference_block(x, blk):
     return x + y
 
 
+@pytest.mark.ex4
 @pytest.mark.parametrize("head_dim", [None, 4])
 def test_transformer_block_matches_float64_reference(head_dim):
     torch.manual_seed(3)
@@ -121,6 +132,7 @@ def test_transformer_block_matches_float64_reference(head_dim):
     torch.testing.assert_close(blk(x), _reference_block(x, blk), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.ex4
 def test_gradients_reach_every_parameter():
     torch.manual_seed(4)
     enc = ViTEncoder(img_size=32, patch_size=16, embed_dim=16, n_layers=2, n_heads=2, mlp_dim=32).train()
@@ -130,6 +142,7 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.ex5
 @pytest.mark.parametrize("grid", [4, (2, 3)])
 def test_tokens_to_image_is_row_major(grid):
     torch.manual_seed(5)
@@ -143,6 +156,8 @@ def test_tokens_to_image_is_row_major(grid):
     assert torch.equal(img.flatten(2).transpose(1, 2), z)  # round trip
 
 
+@pytest.mark.ex3
+@pytest.mark.ex5
 def test_token_grid_matches_image_layout():
     # a patch's token folds back to where the patch came from: make each patch's mean its token
     P, S = 16, 64
