@@ -3,7 +3,8 @@
 Thesis: §4.1 (Lucchi++ and Kasthuri++ as stacks of 2D slices), §4.3.1 (mirror padding to a multiple
 of 256, sequential non-overlapping 256x256 patches, intensities in [0, 1]), §4.3.2 (10% of the
 training patches at random for validation; on-the-fly rotations and flips, the augmentation of [34]).
-`python data.py DIR` reports what a data-set folder holds before hours of training (docs/data.md).
+`python data.py DIR` reports what a data-set folder holds before hours of training (docs/data.md), and
+`training_sets` cuts a run's training and validation sets from its slices.
 What a file's pixels mean (large slices, 16-bit intensities, mask values, label images): imagefiles.py.
 
 Choices where the thesis code is silent or its libraries disagree:

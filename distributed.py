@@ -3,8 +3,9 @@
 Not in the thesis, which trained on one GPU (§4.3.2). `torchrun --nproc_per_node=N train.py ...` starts
 N copies of train.py; each joins one process group, trains on its share of every batch, and the
 gradients are averaged during backward (DistributedDataParallel), so the N processes together take the
-steps one process would take with the whole batch. Without torchrun every helper here is a no-op and a
-run is exactly the single-process one. docs/speed.md says how to launch it.
+steps one process would take with the whole batch (exactly for BCE, a mean over pixels; the Dice term of
+--loss bce_dice is each process's over its share of the batch). Without torchrun every helper here is a
+no-op and a run is exactly the single-process one. docs/speed.md says how to launch it.
 """
 import math
 import os

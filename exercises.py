@@ -401,18 +401,19 @@ def feedback_text(name, results, numbers):
     return "\n".join(lines)
 
 
-def outputs_of(args, class_dir):
-    """(gradebook path as shown, its absolute path, feedback folder), refusing to replace existing ones."""
-    shown = args.out or os.path.join(args.class_dir, "gradebook.csv")
+def outputs_of(class_dir, gradebook_flag, feedback_flag, force):
+    """(gradebook path as shown, its absolute path, feedback folder) of `grade` (its --out and --feedback,
+    None: the class folder's), refusing to replace existing ones unless `force`."""
+    shown = gradebook_flag or os.path.join(class_dir, "gradebook.csv")
     out = os.path.abspath(shown)
-    feedback = os.path.abspath(args.feedback or os.path.join(class_dir, "feedback"))
-    if os.path.exists(out) and not args.force:
+    feedback = os.path.abspath(feedback_flag or os.path.join(class_dir, "feedback"))
+    if os.path.exists(out) and not force:
         raise cli.UsageError(f"--out {shown} already exists; pass --force to replace it, or choose another "
                              "file")
     if not os.path.isdir(os.path.dirname(out)) or os.path.isdir(out):
         raise cli.UsageError(f"--out {shown}: not a file in an existing folder")
     if os.path.exists(feedback) and not os.path.isdir(feedback):
-        raise cli.UsageError(f"--feedback {args.feedback}: a file, not a folder for the feedback files")
+        raise cli.UsageError(f"--feedback {feedback_flag}: a file, not a folder for the feedback files")
     return shown, out, feedback
 
 
@@ -424,9 +425,9 @@ def refuse_feedback(feedback, folders, force):
                              "feedback files, or choose another folder with --feedback")
 
 
-def grade_all(folders, numbers, args):
+def grade_all(folders, numbers, jobs, budget):
     try:
-        return grader.grade_many([(f, numbers) for f in folders], workers=args.jobs, budget=args.budget)
+        return grader.grade_many([(f, numbers) for f in folders], workers=jobs, budget=budget)
     except KeyboardInterrupt:  # stop every child now, so that the other threads end at once too
         grader.CANCELLED.set()
         for child in list(grader.LIVE):
@@ -441,11 +442,11 @@ def grade_command(args):
     class_dir = os.path.abspath(args.class_dir)
     if not os.path.isdir(class_dir):
         raise cli.UsageError(f"{args.class_dir}: no such folder")
-    shown, out, feedback = outputs_of(args, class_dir)
+    shown, out, feedback = outputs_of(args.class_dir, args.out, args.feedback, args.force)
     folders = students_of(class_dir, feedback)
     refuse_feedback(feedback, folders, args.force)
     numbers = class_numbers(folders, args.only)
-    results = grade_all(folders, numbers, args)
+    results = grade_all(folders, numbers, args.jobs, args.budget)
     rows, table = [], []
     os.makedirs(feedback, exist_ok=True)
     for folder, mine in zip(folders, results):

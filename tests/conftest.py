@@ -4,10 +4,9 @@ import sys
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: idle threads sleep, never spin
-import torch  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402, F401  (first: it sets OMP_WAIT_POLICY before torch loads OpenMP)
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ class Body(NamedTuple):
     exercise: int
     name: str
     bodies: dict  # qualname -> source of the body, at any indentation
-    family: str = ""  # of a wrong body: value, mode, precision, shape or draws (ways past narrow checks), or logic
+    family: str = ""  # of a wrong body: value, mode, precision, shape or draws (past narrow checks), or logic
     fails: tuple = ()  # behaviour texts (prefixes) that must FAIL
     where: tuple = ()  # the input it fails on, as the FAIL messages name it (each must appear in one)
     says: tuple = ()  # more texts that must appear in the FAIL messages
