@@ -176,7 +176,7 @@ DEMO = {
     "threads": 1,             # the demo's small tensors run faster on one thread than on two
 }
 # Epochs per arch, each the fewest at which its demo scored 0.83 or more (docs/speed.md)
-DEMO_EPOCHS = {"unetr2d": 22, "ynetr2d": 11, "unet": 21, "attention_unet": 17, "attention_ynet": 15}
+DEMO_EPOCHS = {"unetr2d": 22, "ynetr2d": 11, "unet": 19, "attention_unet": 17, "attention_ynet": 15}
 # Without BatchNorm the attention-gated CNNs predict no mitochondria for their first 10-15 epochs and end
 # a short run far behind; with it they learn as fast as the others (`--no-batch-norm`: the thesis's).
 DEMO_BATCH_NORM = ("attention_unet", "attention_ynet")
