@@ -298,8 +298,9 @@ def bench_all(names, variants, device, big, quick, path):
             "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "date": time.strftime("%Y-%m-%d"), "gemm_peak_gflops": gemm_peak(device)}
     print(f"on {info['machine']}, torch {info['torch']}; thesis: RTX 3090, TensorFlow 2.9 (Tables 5.2, 5.4)")
-    print(f"float32 GEMM peak of this machine on {info['threads']} thread(s): "
-          f"{info['gemm_peak_gflops']:.0f} GFLOP/s (2048x2048 matrices, best of 5)")
+    where = "this GPU" if device.type == "cuda" else f"this machine on {info['threads']} thread(s)"
+    print(f"float32 GEMM peak of {where}: {info['gemm_peak_gflops']:.0f} GFLOP/s (2048x2048 matrices, "
+          "best of 5)")
     print(HEADER.format(big=big, memory="peak" if device.type == "cuda" else "train memory (lower bound)"))
     print("|" + "---|" * HEADER.count(" |"))
     rows = []

@@ -175,16 +175,16 @@ def report(results, out, *, run_settings, pretext, data_name, arch, size):
 def overlay(image, prob, mask=None, threshold=0.5):
     """(H, W, 3) uint8: the slice in grey; with a mask, true positives green, false positives red and
     false negatives blue; without one, the predicted mitochondria green."""
-    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)  # (H, W, 3) float32 in [0, 255]
+    rgb = np.repeat(image[..., None], 3, axis=2)  # (H, W, 3) uint8: 3 bytes a pixel, a montage's too
     pred = prob > threshold
     if mask is None:
         regions = ((pred, (0, 200, 0)),)
     else:
         truth = mask > 0
         regions = ((pred & truth, (0, 200, 0)), (pred & ~truth, (230, 0, 0)), (~pred & truth, (0, 90, 255)))
-    for region, colour in regions:
-        rgb[region] = 0.5 * rgb[region] + 0.5 * np.array(colour, np.float32)
-    return rgb.astype(np.uint8)
+    for region, colour in regions:  # half grey, half colour, rounded down
+        rgb[region] = (rgb[region].astype(np.uint16) + np.array(colour, np.uint16)) // 2
+    return rgb
 
 
 def save_overlay(image, prob, mask, path, threshold=0.5):

@@ -165,8 +165,12 @@ def log_epoch(out, state, cfg, label, clock):
             writer = csv.DictWriter(f, fieldnames=list(row))
             writer.writeheader()
             writer.writerows(state["history"])
-    now = time.perf_counter()  # the ETA assumes the epochs still to run cost what this session's did
-    eta = (cfg.epochs - row["epoch"]) * (now - clock["loop"]) / (row["epoch"] - clock["first_epoch"])
+    now, done = time.perf_counter(), row["epoch"] - clock["first_epoch"]  # epochs run in this session
+    # The ETA assumes the epochs still to run cost what this session's did, leaving out the first one
+    # once there are others: it carries the warm-ups (and --compile's compilation, 30 s on a GPU).
+    clock.setdefault("after_first", now)
+    per_epoch = (now - clock["loop"]) if done == 1 else (now - clock["after_first"]) / (done - 1)
+    eta = (cfg.epochs - row["epoch"]) * per_epoch
     print(f"{label + '  ' if label else ''}epoch {row['epoch']:3d}/{cfg.epochs}  train loss "
           f"{row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
           + ("" if cfg.pretext else f"val IoU_F {row['val_iou_f']:.3f}  ")

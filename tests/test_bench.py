@@ -1,6 +1,10 @@
 """bench.py's counts against torch's own FLOP counter and closed forms; the speed options of train.py
 (fused attention, channels-last, bf16 autocast, torch.compile) against the plain eager fp32 path."""
+import ctypes
 import gc
+import platform
+import subprocess
+import sys
 import os
 
 import pytest
@@ -153,3 +157,27 @@ def test_bench_mistakes_exit_2_with_one_line_and_keep_what_exists(tmp_path, caps
     assert (exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
             and expected in err), err
     assert existing.read_text() == "{}"
+
+
+def test_importing_cli_makes_large_blocks_come_from_mallocs_heap_not_fresh_mappings():
+    """With cli imported, a live 64 MiB array lies in malloc's heap, which keeps freed blocks for reuse;
+    without it, glibc maps such a block afresh (mallinfo2's hblkhd: bytes in mapped blocks)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or \
+            not hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2"):
+        pytest.skip("glibc's malloc only, 2.33 or later")
+    probe = ("import ctypes, sys; sys.path.insert(0, {root!r}); {imp}\n"
+             "import numpy as np\n"
+             "class Info(ctypes.Structure): _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks "
+             "hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]\n"
+             "libc = ctypes.CDLL('libc.so.6'); libc.mallinfo2.restype = Info\n"
+             "block = np.ones(1 << 26, np.uint8)\n"
+             "print(libc.mallinfo2().hblkhd)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def mapped_bytes(imp):
+        out = subprocess.run([sys.executable, "-c", probe.format(root=root, imp=imp)], capture_output=True,
+                             text=True, check=True).stdout
+        return int(out.split()[-1])
+
+    assert mapped_bytes("import cli; assert cli.KEEPS_FREED_MEMORY") < 1 << 26
+    assert mapped_bytes("") >= 1 << 26  # glibc's default, which cli changes

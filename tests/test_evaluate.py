@@ -36,3 +36,23 @@ def test_per_slice_mean_differs_from_pooled_iou():
     assert r["test_iou_f_global"] == pytest.approx(51 / 52)
     assert r["test_dice"] == pytest.approx((1.0 + 2 / 3) / 2)
     assert r["test_dice_global"] == pytest.approx(2 * 51 / (2 * 51 + 1))
+
+
+def test_overlay_blends_each_region_half_grey_half_its_colour():
+    """Against a float64 blend: true positives green, false positives red, false negatives blue, the
+    rest the slice's grey; without a mask, predicted mitochondria green. uint8 throughout."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (9, 11), dtype=np.uint8)
+    prob = rng.random((9, 11)).astype(np.float32)
+    mask = rng.integers(0, 2, (9, 11)) * 255
+    pred, truth = prob > 0.5, mask > 0
+    for m, regions in [(mask, [(pred & truth, (0, 200, 0)), (pred & ~truth, (230, 0, 0)),
+                               (~pred & truth, (0, 90, 255))]),
+                       (None, [(pred, (0, 200, 0))])]:
+        expected = np.repeat(image[..., None], 3, axis=2).astype(np.float64)
+        for region, colour in regions:
+            expected[region] = np.floor(0.5 * expected[region] + 0.5 * np.array(colour, np.float64))
+        got = evaluate.overlay(image, prob, m)
+        assert got.dtype == np.uint8 and np.array_equal(got, expected.astype(np.uint8))
+        assert np.array_equal(got[~np.any([r for r, _ in regions], axis=0)],
+                              np.repeat(image[..., None], 3, axis=2)[~np.any([r for r, _ in regions], axis=0)])

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cli
 import data
 import evaluate
 import models
@@ -469,6 +470,22 @@ def test_a_run_gives_its_steps_first_and_names_the_cpu_recipe_when_its_eta_is_lo
     monkeypatch.setattr(train, "LONG_ON_A_CPU", 10 ** 9)
     _run(tmp_path, "short", "--epochs", "2")
     assert "--preset cpu" not in capsys.readouterr().out
+
+
+def test_the_eta_leaves_out_the_first_epoch_once_there_are_others(tmp_path, capsys, monkeypatch):
+    """The first epoch carries the warm-ups and --compile's compilation: 30 s, then 1 s an epoch, leaves
+    8 epochs of 1 s after the second, not 8 of 15.5 s."""
+    cfg = presets.make_config("unet", epochs=10).fit
+    clock = {"start": 0.0, "loop": 0.0, "first_epoch": 0, "cpu": False}
+    state = {"history": []}
+    for epoch, now in [(1, 30.0), (2, 31.0), (3, 32.0)]:
+        state["history"].append({"epoch": epoch, "train_loss": 0.5, "val_loss": 0.5, "val_iou_f": 0.1,
+                                 "lr": 1e-3, "seconds": 1.0})
+        monkeypatch.setattr(train.time, "perf_counter", lambda: now)
+        train.log_epoch(str(tmp_path), state, cfg, "", clock)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"ETA {cli.clock(9 * 30.0)}")
+    assert lines[1].endswith(f"ETA {cli.clock(8 * 1.0)}") and lines[2].endswith(f"ETA {cli.clock(7 * 1.0)}")
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam"])
