@@ -5,8 +5,9 @@ Thesis: ยง4.1 (the data sets: 8-bit grey slices and their mitochondria masks), ย
 normalized in the [0, 1] range"). The thesis's data sets are 8-bit grey with 0/255 masks; what users bring
 besides, and how this module reads it, is our decision, since the thesis is silent:
 - Large slices (a whole montage): Pillow's decompression-bomb guard, a defence against untrusted uploads,
-  is lifted around our own reads only. Instead a slice is refused when its pixels times its peak cost
-  (`bytes_per_pixel`: 15 bytes for 8-bit, 17 for 16-bit, through prediction) exceed the memory available.
+  is lifted around our own reads only. Instead a slice is refused when its peak cost (`memory_needed`: 15
+  bytes a pixel for 8-bit, 17 for 16-bit, plus the network's working memory on up to 2048x2048 of them)
+  exceeds the memory available.
 - Deeper intensities (16-bit and 32-bit integer slices, as 12- and 14-bit detectors write them): ONE linear
   map for the whole data set, (low, high) onto 0..255, rounded and clipped, so relative intensities across
   the stack survive. low and high are the 0.01% and 99.99% quantiles of all the split's pixels: the range
@@ -51,8 +52,12 @@ def size_text(shape):
 # A slice's peak cost on its way through the project, per pixel: Pillow's decoded page and NumPy's copy of
 # it (twice the page's bytes: 1 for 8-bit grey, palette and 1-bit, 2 for 16-bit, 4 for 32-bit and colour),
 # the uint8 slice (1), and in prediction its float32 copy in [0, 1], the mirror-padded float32 copy and the
-# float32 probability map (3 x 4): 15 bytes for an 8-bit slice, 17 for a 16-bit one.
+# float32 probability map (3 x 4): 15 bytes for an 8-bit slice, 17 for a 16-bit one. On top, the network's
+# working memory on the part of the slice it sees at once (the whole slice, or a 2048x2048 window of a
+# larger one: stitch.FULL_PASS_PIXELS): about NETWORK_BYTES a pixel of it. A 20000x20000 8-bit slice with
+# the U-Net F = 16 peaked at 8.5 GiB on a 2-core CPU (docs/segmenting.md); this model says 9.6.
 FLOAT_BYTES = 12
+NETWORK_BYTES, NETWORK_PIXELS = 1024, 2048 * 2048
 
 
 def bytes_per_pixel(mode):
@@ -76,12 +81,18 @@ def available_memory():
 def check_memory(name, size, mode):
     """Refuse, before decoding, a page of `size` (W, H as Pillow gives it) that would not fit in memory."""
     width, height = size
-    need, available = width * height * bytes_per_pixel(mode), available_memory()
+    need, available = memory_needed(width * height, mode), available_memory()
     if available is not None and need > available:
         raise DataError(f"{name}: a slice of {size_text((height, width))} ({width * height:,} pixels) needs "
                         f"about {need / 2**30:.1f} GiB of memory to read and predict "
-                        f"({bytes_per_pixel(mode)} bytes per pixel), but {available / 2**30:.1f} GiB are "
-                        "available; crop it into smaller slices or free memory")
+                        f"({bytes_per_pixel(mode)} bytes per pixel, and the network's working memory), but "
+                        f"{available / 2**30:.1f} GiB are available; crop it into smaller slices or free "
+                        "memory")
+
+
+def memory_needed(pixels, mode):
+    """Peak bytes of reading and predicting a slice of `pixels` pixels whose page has Pillow mode `mode`."""
+    return pixels * bytes_per_pixel(mode) + min(pixels, NETWORK_PIXELS) * NETWORK_BYTES
 
 
 @contextlib.contextmanager

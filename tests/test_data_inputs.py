@@ -77,7 +77,8 @@ def test_a_slice_that_would_not_fit_in_memory_is_refused_with_one_line(tmp_path,
     _save(tmp_path / "test" / "x" / "s00.tif", images[0].astype(np.uint16) * 16)  # 16-bit: 17 bytes a pixel
     _save(tmp_path / "test" / "x" / "s01.tif", images[1].astype(np.uint16) * 16)
     _save(tmp_path / "eight.png", images[0])                                        # 8-bit: 15 bytes a pixel
-    need_8, need_16 = 768 * 15, 768 * 17
+    need_8, need_16 = 768 * (15 + 1024), 768 * (17 + 1024)  # the slice's arrays, the network's memory
+    assert imagefiles.memory_needed(20000 * 20000, "L") == 20000 ** 2 * 15 + 2048 ** 2 * 1024
     assert imagefiles.bytes_per_pixel("L") == 15 and imagefiles.bytes_per_pixel("I;16B") == 17
     assert imagefiles.bytes_per_pixel("RGB") == 21 and imagefiles.bytes_per_pixel("1") == 15
     monkeypatch.setattr(imagefiles, "available_memory", lambda: need_16 - 1)
