@@ -166,8 +166,7 @@ def log_epoch(out, state, cfg, label, clock):
             writer.writeheader()
             writer.writerows(state["history"])
     now, done = time.perf_counter(), row["epoch"] - clock["first_epoch"]  # epochs run in this session
-    # The ETA assumes the epochs still to run cost what this session's did, leaving out the first one
-    # once there are others: it carries the warm-ups (and --compile's compilation, 30 s on a GPU).
+    # ETA: the epochs to run cost what this session's did, the first (warm-ups, compilation) left out
     clock.setdefault("after_first", now)
     per_epoch = (now - clock["loop"]) if done == 1 else (now - clock["after_first"]) / (done - 1)
     eta = (cfg.epochs - row["epoch"]) * per_epoch
