@@ -190,8 +190,8 @@ QUICK = {
 }
 
 # Real data on a CPU (train.py --data DIR --preset cpu): a fixed budget of steps, whatever the data's size,
-# that a 2-core CPU trains in 15-30 minutes with the evaluation of a Lucchi++-sized test set
-# (docs/training.md has its measurements on a real EM stack).
+# that a 2-core CPU trains in 10-25 minutes with the evaluation of a Lucchi++-sized test set (measured: 8-11
+# minutes on a fast 2-core Xeon; docs/training.md has the measurements on a real EM stack).
 CPU = {
     **THESIS,
     "filters": 16,            # the U-Net family's own; half UNETR's 32 (Table 5.2: F=16 0.846, F=32 0.853)

@@ -177,7 +177,7 @@ def log_epoch(out, state, cfg, label, clock):
           flush=True)
     if row["epoch"] == clock["first_epoch"] + 1 and clock["cpu"] and eta > LONG_ON_A_CPU:
         print(f"note: about {cli.clock(eta)} more on this CPU; --preset cpu trains on real data in a "
-              "fixed number of steps, 15-30 minutes on 2 cores (docs/training.md)", flush=True)
+              "fixed number of steps, 10-25 minutes on 2 cores (docs/training.md)", flush=True)
 
 
 LONG_ON_A_CPU = 2 * 3600  # seconds of ETA after which a CPU run names the CPU recipe
