@@ -236,6 +236,13 @@ def warn_notes(part):
     return part
 
 
+def read_train_test(root, masks=True, intensity=None):
+    """(train, test) Splits of a data-set folder, their notes as warnings, the test slices mapped as the
+    training ones: `intensity`, or the map the training split's own pixels give (a 16-bit set's)."""
+    train = warn_notes(read_split(root, "train", masks, intensity))
+    return train, warn_notes(read_split(root, "test", masks, train.intensity))
+
+
 def load_split(root, split, masks=True, intensity=None):
     """Load `split` of a data-set folder -> (images, masks or None) as Split holds them, `read_split` with
     its notes as warnings."""

@@ -92,6 +92,11 @@ class RunConfig:
         return models.model_kwargs(self.arch, self.tile, **{k: getattr(self, k) for k in KNOBS})
 
     @property
+    def table_size(self):
+        """The size as the thesis's tables name it: a transformer's (Table 5.3), None for a CNN."""
+        return self.size if models.ARCHS[self.arch]["sized"] else None
+
+    @property
     def network(self):
         """What a checkpoint records about the network (models.network_config)."""
         return models.network_config(self.arch, self.size, self.filters, self.model_kwargs)

@@ -90,8 +90,7 @@ def smoothing_table(train_x, test_x, tile, seed=0):
 
 def study_slices(folder):
     """((train x, y), (test x, y)) of a data-set folder, the test slices mapped as the training ones."""
-    train = data.warn_notes(data.read_split(folder, "train"))
-    test = data.warn_notes(data.read_split(folder, "test", intensity=train.intensity))
+    train, test = data.read_train_test(folder)
     return (train.images, train.masks), (test.images, test.masks)
 
 

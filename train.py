@@ -175,7 +175,7 @@ def log_epoch(out, state, cfg, label, clock):
           + ("" if cfg.pretext else f"val IoU_F {row['val_iou_f']:.3f}  ")
           + f"{row['seconds']:.1f}s  elapsed {cli.clock(now - clock['start'])}  ETA {cli.clock(eta)}",
           flush=True)
-    if row["epoch"] == clock["first_epoch"] + 1 and clock["cpu"] and eta > LONG_ON_A_CPU:
+    if done == 1 and clock["cpu"] and eta > LONG_ON_A_CPU:
         print(f"note: about {cli.clock(eta)} more on this CPU; --preset cpu trains on real data in a "
               "fixed number of steps, 10-25 minutes on 2 cores (docs/training.md)", flush=True)
 
@@ -293,8 +293,7 @@ def load_slices(run):
     mitochondrion are refused: there would be nothing to learn."""
     masks = not run.pretext
     if run.data:
-        train = data.warn_notes(data.read_split(run.data, "train", masks=masks, intensity=run.intensity))
-        test = data.warn_notes(data.read_split(run.data, "test", masks=masks, intensity=train.intensity))
+        train, test = data.read_train_test(run.data, masks=masks, intensity=run.intensity)
         if masks and not train.foreground:
             raise data.DataError(f"{run.data}: the training masks hold no foreground pixel, so there is "
                                  f"nothing to learn; check them with python data.py {run.data}")
@@ -365,10 +364,9 @@ def train_run(run, slices, device, out, resume=False):
     for i in range(min(3, 0 if probs is None else len(probs))):
         evaluate.save_overlay(test_x[i], probs[i], test_y[i], os.path.join(out, f"pred_{i}.png"))
     params, params_keras = models.count_parameters(model)
-    results = {"arch": run.arch, "size": run.size if sized else None, "filters": run.filters,
+    results = {"arch": run.arch, "size": run.table_size, "filters": run.filters,
                "params": params, "params_with_bn_statistics": params_keras,
-               "thesis_params_millions": thesis_numbers.params(run.arch, run.size if sized else None,
-                                                               run.filters),
+               "thesis_params_millions": thesis_numbers.params(run.arch, run.table_size, run.filters),
                "task": "pretext" if run.pretext else "segmentation", "epochs_run": state["epoch"],
                "best_epoch": state["best_epoch"], "train_seconds": round(state["train_seconds"], 2),
                "val_loss_before": state["val_loss_before"], "best_val_loss": state["best_val"], **metrics,
@@ -456,8 +454,7 @@ def train_command(argv):
         given = {k: v for k, v in vars(args).items() if k not in PROGRAM}
         if args.summary:  # the network at the thesis's settings (unless flags say otherwise) beside its count
             run = presets.make_config(preset=args.preset or "thesis", **given)
-            thesis = thesis_numbers.params(run.arch, run.size if models.ARCHS[run.arch]["sized"] else None,
-                                           run.filters)
+            thesis = thesis_numbers.params(run.arch, run.table_size, run.filters)
             return print("\n".join(models.summary(run.arch, run.size, run.filters, run.model_kwargs, thesis)))
         device = cli.pick_device(args.device)
         if args.resume:
@@ -471,8 +468,7 @@ def train_command(argv):
         run, slices, line = load_slices(run)  # bad data is refused here, before the run folder exists
         print(line)
         distributed.check_batch(run.fit.batch_size)
-        sized = models.ARCHS[run.arch]["sized"]
-        out = args.out or os.path.join("runs", f"{run.arch}-{run.size if sized else 'cnn'}-"
+        out = args.out or os.path.join("runs", f"{run.arch}-{run.table_size or 'cnn'}-"
                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
         out = distributed.from_rank0(prepare_out, run, out, args.resume)
         how = "picked automatically" if args.device == "auto" else "as asked"
@@ -485,7 +481,7 @@ def train_command(argv):
         if not distributed.is_main():
             return None
         evaluate.report(results, out, run_settings=asdict(run), pretext=bool(run.pretext), data_name=run.data,
-                        arch=run.arch, size=run.size if models.ARCHS[run.arch]["sized"] else None)
+                        arch=run.arch, size=run.table_size)
         print(f"total wall time {cli.clock(time.perf_counter() - started)}")
         return results[0] if run.repeats == 1 else results
     finally:

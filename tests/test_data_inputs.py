@@ -11,6 +11,7 @@ from PIL import Image
 
 import data
 import imagefiles
+import stitch
 
 
 def _save(path, array):
@@ -79,6 +80,7 @@ def test_a_slice_that_would_not_fit_in_memory_is_refused_with_one_line(tmp_path,
     _save(tmp_path / "eight.png", images[0])                                        # 8-bit: 15 bytes a pixel
     need_8, need_16 = 768 * (15 + 1024), 768 * (17 + 1024)  # the slice's arrays, the network's memory
     assert imagefiles.memory_needed(20000 * 20000, "L") == 20000 ** 2 * 15 + 2048 ** 2 * 1024
+    assert imagefiles.NETWORK_PIXELS == stitch.FULL_PASS_PIXELS  # the part a CNN sees at once
     assert imagefiles.bytes_per_pixel("L") == 15 and imagefiles.bytes_per_pixel("I;16B") == 17
     assert imagefiles.bytes_per_pixel("RGB") == 21 and imagefiles.bytes_per_pixel("1") == 15
     monkeypatch.setattr(imagefiles, "available_memory", lambda: need_16 - 1)
