@@ -40,7 +40,7 @@ def test_every_table_row_of_reproduce_finds_the_thesis_numbers():
                 assert row.thesis.get("iou"), (table, row.key)
     assert set(tn.TABLE_5_1) == {"unet", "unetr2d"} and len(tn.TABLE_5_5) == 9
     assert {d for d, *_ in tn.TABLE_5_5[1:]} <= set(__import__("degrade").DEGRADATIONS)
-    assert set(presets.DEMO_EPOCHS) == set(models.ARCHS)
+    assert set(presets.DEMO_ARCH) == set(models.ARCHS)
 
 
 def _thesis():

@@ -433,13 +433,23 @@ def test_demo_runs_on_one_thread_threads_flag_overrides_and_the_caller_keeps_its
 
 def test_demo_turns_batchnorm_on_for_the_attention_gated_cnns_only():
     for arch in models.ARCHS:
-        assert bool(presets.make_config(arch).batch_norm) == (arch in presets.DEMO_BATCH_NORM), arch
+        gated = arch in ("attention_unet", "attention_ynet")
+        assert bool(presets.make_config(arch).batch_norm) == gated, arch
         assert presets.make_config(arch, preset="quick").batch_norm is None, arch  # quick: the thesis's
     assert presets.make_config("attention_unet", data="DIR").batch_norm is None  # the thesis: none
     assert presets.make_config("attention_unet", batch_norm=False).batch_norm is False
     run = presets.make_config("attention_ynet", filters=4)
     model = models.build_model(run.arch, filters=4, **run.model_kwargs)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_the_demo_turns_by_right_angles_except_for_unetr2d_and_only_in_the_demo():
+    for arch in models.ARCHS:
+        assert presets.make_config(arch).rotation == ("any" if arch == "unetr2d" else "right"), arch
+        for preset in ("quick", "light", "thesis"):  # an arch's demo settings stay in the demo
+            assert presets.make_config(arch, preset=preset).rotation == "any", (arch, preset)
+    assert presets.make_config("unet", rotation="any-nearest").rotation == "any-nearest"  # a flag wins
+    assert "rotation right (thesis any)" in presets.differences(presets.for_arch("demo", "unet"))
 
 
 def test_presets_are_the_thesis_protocol_and_named_changes():
@@ -449,8 +459,8 @@ def test_presets_are_the_thesis_protocol_and_named_changes():
             thesis.filters) == \
         (360, 60, 6, 1e-4, 1e-5, "adamw", "cosine", 256, 32)  # §4.3.2, App. B Table 2
     demo = presets.make_config("unetr2d")
-    assert demo.preset == "demo" and demo.fit.epochs == presets.DEMO_EPOCHS["unetr2d"] and demo.tile == 128
-    assert presets.make_config("unet").fit.epochs == presets.DEMO_EPOCHS["unet"]
+    assert demo.preset == "demo" and demo.fit.epochs == presets.DEMO["epochs"] and demo.tile == 128
+    assert presets.make_config("unet").fit.epochs == presets.DEMO_ARCH["unet"]["epochs"] != demo.fit.epochs
     assert presets.make_config("unet", preset="quick").fit.epochs == presets.QUICK["epochs"]
     # the thesis protocol on synthetic data
     assert presets.make_config("unet", preset="thesis").fit.epochs == 360
