@@ -165,7 +165,7 @@ THESIS = {
     "train_images": 48, "test_images": 8, "image_side": 256,
 }
 
-# The demo: a UNETR-2D Mini on the built-in synthetic EM set in about a minute on a 2-core CPU.
+# The demo: a UNETR-2D Mini on the built-in synthetic EM set in about a minute and a half on a 2-core CPU.
 DEMO = {
     **THESIS,
     "tile": 128,              # a quarter of the pixels per step
