@@ -185,9 +185,9 @@ DEMO = {
 # BatchNorm's running statistics are gathered on them too (the Attention U-Net's 14-epoch test IoU_F:
 # 0.81; with the same weights' statistics recomputed over unrotated tiles, 0.91). With right angles the
 # CNN-heavy archs learn in about half the epochs. UNETR-2D keeps the any-angle draw: at 22 epochs it
-# scored 0.832 with it and 0.814 with right angles. Epochs: the fewest at which seeds 0 and 1 both
-# scored 0.85 or more (UNETR-2D's 22 in DEMO: the fewest at which seed 0 scored 0.83). BatchNorm for
-# the attention-gated CNNs: without it they predict no mitochondria for their first 10-15 epochs and
+# scored 0.832 with it and 0.814 with right angles. Epochs: where seeds 0 and 1 both scored 0.85 or more,
+# at least a point clear of it (UNETR-2D's 22 in DEMO: the fewest at which seed 0 scored 0.83). BatchNorm
+# for the attention-gated CNNs: without it they predict no mitochondria for their first 10-15 epochs and
 # end a short run far behind (`--no-batch-norm`: the thesis's).
 DEMO_ARCH = {
     "unetr2d": {},
