@@ -2,10 +2,10 @@
 (fused attention, channels-last, bf16 autocast, torch.compile) against the plain eager fp32 path."""
 import ctypes
 import gc
+import os
 import platform
 import subprocess
 import sys
-import os
 
 import pytest
 import torch
