@@ -26,7 +26,11 @@ import attention
 # Keras's truncated normal keeps |x| < 2 std; this is the std of a unit normal cut there, so
 # dividing by it makes the *truncated* distribution have the target variance (Keras VarianceScaling).
 TRUNCATED_NORMAL_STD = 0.87962566103423978
-ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}  # Table 5.1, App. B Table 2
+# Table 5.1, App. B Table 2. ReLU overwrites its input (inplace): in a conv block nothing else reads that
+# tensor (the convolution's and BatchNorm's backward keep their own inputs), so the same numbers come out
+# with one full-resolution tensor fewer per block (docs/speed.md). ELU stays out of place: its in-place
+# backward works from the output, which rounds differently.
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "elu": nn.ELU, "gelu": nn.GELU}
 
 
 def _fans(weight):

@@ -170,3 +170,23 @@ def test_tiny_unet_overfits_one_image():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_conv_block_relu_in_place_keeps_outputs_and_gradients(batch_norm):
+    torch.manual_seed(0)
+    block = ConvBlock(2, 3, batch_norm=batch_norm, activation="relu")
+    assert block.act.inplace  # one full-resolution tensor fewer per block
+    reference = ConvBlock(2, 3, batch_norm=batch_norm, activation="relu")
+    reference.load_state_dict(block.state_dict())
+    reference.act = torch.nn.ReLU()  # out of place
+    x = torch.randn(4, 2, 8, 8, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, out_ref = block(x), reference(x_ref)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (out_ref * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=0)
+    for p, p_ref in zip(block.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=0)
