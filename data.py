@@ -21,6 +21,7 @@ Choices where the thesis code is silent or its libraries disagree:
 - Positive angles turn the image counter-clockwise on screen: rotate(x, 90) == np.rot90(x).
 Shapes: n slices or tiles, H x W a slice, T the tile side; NumPy comments give dtype and range.
 """
+import concurrent.futures
 import math
 import os
 import re
@@ -567,6 +568,25 @@ class CropDataset(TileDataset):
         top, left = int(rng.integers(height - self.tile + 1)), int(rng.integers(width - self.tile + 1))
         rows, cols = slice(top, top + self.tile), slice(left, left + self.tile)
         return self.images[k][rows, cols], None if self.masks is None else self.masks[k][rows, cols]
+
+
+def one_batch_ahead(loader):
+    """`loader`'s batches, in its order, while a background thread already reads the next one.
+
+    Without DataLoader worker processes (a CPU run) each batch is read and augmented between two
+    training steps, and the step waits for it. The thread reads the next batch during the step instead,
+    on a core the step leaves free (the demo trains on one thread). The batches are the same: each
+    sample's randomness comes from its own seed (TileDataset), and one thread reads them in turn.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    batches = iter(loader)
+    try:
+        upcoming = pool.submit(next, batches, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = pool.submit(next, batches, None)  # read during the caller's step
+            yield batch
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _tensor(array):

@@ -2,6 +2,7 @@
 TileDataset reproducibility. Generated data only (tests/test_synthetic.py covers the synthetic set)."""
 import math
 import os
+import time
 import warnings
 
 import numpy as np
@@ -512,3 +513,50 @@ def test_crops_for_the_pretext_task():
                         np.round(clean[0].numpy() * 255).astype(np.uint8)) \
         or any(_find_window(data.pad_to_multiple(slices, 32), np.ascontiguousarray(t))
                for t in _dihedral(np.round(clean[0].numpy() * 255).astype(np.uint8)))
+
+
+class _Recording(torch.utils.data.Dataset):
+    """Items 0..n-1 as tensors; records which were read; item `broken` raises."""
+
+    def __init__(self, n, broken=None):
+        self.n, self.broken, self.read = n, broken, []
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.broken:
+            raise ValueError(f"item {i} is broken")
+        self.read.append(i)
+        return torch.tensor([float(i)])
+
+
+def test_one_batch_ahead_yields_the_loaders_batches_in_its_order():
+    ds = data.TileDataset(*_tiles(n=7), augment=True, seed=5)
+    ds.set_epoch(2)
+    loader = lambda: torch.utils.data.DataLoader(ds, batch_size=3, shuffle=True,  # noqa: E731
+                                                 generator=torch.Generator().manual_seed(4))
+    plain, ahead = list(loader()), list(data.one_batch_ahead(loader()))
+    assert len(ahead) == len(plain) == 3
+    for (x, y), (x2, y2) in zip(plain, ahead):
+        torch.testing.assert_close(x2, x, rtol=0, atol=0)
+        torch.testing.assert_close(y2, y, rtol=0, atol=0)
+
+
+def test_one_batch_ahead_reads_the_next_batch_while_the_caller_holds_one():
+    ds = _Recording(6)
+    batches = data.one_batch_ahead(torch.utils.data.DataLoader(ds, batch_size=2))
+    first = next(batches)
+    assert first.flatten().tolist() == [0.0, 1.0]
+    deadline = time.monotonic() + 10
+    while len(ds.read) < 4 and time.monotonic() < deadline:  # the second batch, unasked for
+        time.sleep(0.01)
+    assert ds.read[:4] == [0, 1, 2, 3]
+    assert [b.flatten().tolist() for b in batches] == [[2.0, 3.0], [4.0, 5.0]]
+
+
+def test_one_batch_ahead_raises_the_datasets_error_to_the_caller():
+    batches = data.one_batch_ahead(torch.utils.data.DataLoader(_Recording(6, broken=3), batch_size=2))
+    assert next(batches).flatten().tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="item 3 is broken"):
+        next(batches)
