@@ -87,8 +87,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg, device, epoch):
     model.train()
     total, count = torch.zeros((), device=device), 0
     batches = loader if cfg.workers else data.one_batch_ahead(loader)  # worker processes read ahead already
-    bar = tqdm(batches, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
-               disable=not distributed.is_main() or (not sys.stderr.isatty() and not cfg.progress))
+    quiet = not distributed.is_main() or (not sys.stderr.isatty() and not cfg.progress)
+    bar = tqdm(batches, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               file=sys.stderr, disable=quiet)
     for x, y in bar:
         # (B, 1, T, T): one channel is channels-last already (--channels-last needs only the weights)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
