@@ -452,6 +452,15 @@ def test_the_demo_turns_by_right_angles_except_for_unetr2d_and_only_in_the_demo(
     assert "rotation right (thesis any)" in presets.differences(presets.for_arch("demo", "unet"))
 
 
+def test_only_the_unetr2d_demo_runs_one_cycle():
+    for arch in models.ARCHS:
+        expected = "onecycle" if arch == "unetr2d" else "cosine"  # the others' epochs were set under cosine
+        assert presets.make_config(arch).fit.scheduler == expected, arch
+        for preset in ("quick", "light", "thesis", "cpu"):
+            assert presets.make_config(arch, preset=preset).fit.scheduler == "cosine", (arch, preset)
+    assert presets.make_config("unetr2d", scheduler="cosine").fit.scheduler == "cosine"  # a flag wins
+
+
 def test_presets_are_the_thesis_protocol_and_named_changes():
     thesis = presets.make_config("unetr2d", data="DIR")
     assert (thesis.fit.epochs, thesis.fit.patience, thesis.fit.batch_size, thesis.fit.lr,
