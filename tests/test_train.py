@@ -70,6 +70,29 @@ def test_one_cycle_schedule_equals_torch_onecycle():
     assert max(ours) == pytest.approx(lr) and ours[0] == pytest.approx(lr / 25)
 
 
+def test_one_cycle_cycles_sgd_momentum_as_torch_and_leaves_adam_beta1():
+    steps, lr = 40, 1e-2
+    ours, ref = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.99) for _ in "ab")
+    sched = schedules.Scheduler(ours, "onecycle", lr, steps)
+    torch_sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=lr, total_steps=steps)  # cycles momentum
+    got, want = [], []
+    for _ in range(steps):
+        got.append(ours.param_groups[0]["momentum"])
+        want.append(ref.param_groups[0]["momentum"])
+        ref.step()
+        sched.step(), torch_sched.step()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[0] == pytest.approx(0.95) and min(got) == pytest.approx(0.85)
+    adam = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = schedules.Scheduler(adam, "onecycle", lr, steps)
+    for _ in range(steps // 2):
+        sched.step()
+    assert adam.param_groups[0]["betas"] == (0.9, 0.999)  # Keras's Adam has no momentum to cycle
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.99)
+    schedules.Scheduler(sgd, "cosine", lr, steps).step()
+    assert sgd.param_groups[0]["momentum"] == 0.99  # App. B's SGD momentum under the other schedules
+
+
 def test_plateau_halves_after_patience_and_stops_at_a_tenth():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = schedules.Scheduler(opt, "plateau", 1.0, 100, patience=2)
