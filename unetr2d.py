@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 import vit
-from unet import ConvBlock, DoubleBlock, conv1x1, level_rates, up_conv
+from unet import ConvBlock, DoubleBlock, cat_channels, conv1x1, level_rates, up_conv
 
 
 class BlueBlock(nn.Module):
@@ -136,10 +136,10 @@ class UNETR2D(ViTSide):
         y = self.ups[K - 1](self.vit_bottom(hidden))  # (B, F*2^(K-1), H/2^(K-1), W/2^(K-1))
         for level in reversed(range(1, K)):
             z = self.vit_skip(level, hidden, x)  # (B, F*2^l, H/2^l, W/2^l)
-            y = self.decoder[level](torch.cat([y, z], dim=1))  # (B, F*2^l, H/2^l, W/2^l)
+            y = self.decoder[level](cat_channels([y, z]))  # (B, F*2^l, H/2^l, W/2^l)
             y = self.ups[level - 1](y)  # (B, F*2^(l-1), H/2^(l-1), W/2^(l-1))
         first_skip = self.vit_skip(0, hidden, x)  # (B, F, H, W)
-        y = self.decoder[0](torch.cat([first_skip, y], dim=1))  # (B, F, H, W)
+        y = self.decoder[0](cat_channels([first_skip, y]))  # (B, F, H, W)
         return self.head(y)  # (B, 1, H, W) logits
 
 

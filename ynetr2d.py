@@ -22,7 +22,7 @@ L layers, F initial filters; level l has F * 2^l channels at H / 2^l x W / 2^l.
 import torch
 import torch.nn as nn
 
-from unet import cnn_encode, cnn_encoder, conv1x1, level_rates
+from unet import cat_channels, cnn_encode, cnn_encoder, conv1x1, level_rates
 from unetr2d import ViTSide, decoder_path
 
 
@@ -55,15 +55,15 @@ class YNETR2D(ViTSide):
         K = self.n_levels
         hidden = self.encoder(x)  # L x (B, N, D); first, so a wrong input size gets the ViT's message
         c, cnn_skips = cnn_encode(self.cnn_encoder, self.cnn_bottleneck, x)  # (B, 16F, H/16, W/16), K skips
-        y = self.drops[K](torch.cat([self.vit_bottom(hidden), c], dim=1))  # (B, D + 16F, H/16, W/16)
+        y = self.drops[K](cat_channels([self.vit_bottom(hidden), c]))  # (B, D + 16F, H/16, W/16)
         y = self.ups[K - 1](y)  # (B, 8F, H/8, W/8)
         for level in reversed(range(1, K)):
             z = self.vit_skip(level, hidden, x)  # (B, F*2^l, H/2^l, W/2^l)
-            y = self.drops[level](torch.cat([z, y, cnn_skips[level]], dim=1))  # (B, 3F*2^l, H/2^l, W/2^l)
+            y = self.drops[level](cat_channels([z, y, cnn_skips[level]]))  # (B, 3F*2^l, H/2^l, W/2^l)
             y = self.decoder[level](y)  # (B, F*2^l, H/2^l, W/2^l)
             y = self.ups[level - 1](y)  # (B, F*2^(l-1), H/2^(l-1), W/2^(l-1))
         first_skip = self.vit_skip(0, hidden, x)  # (B, F, H, W)
-        y = self.drops[0](torch.cat([first_skip, y, cnn_skips[0]], dim=1))  # (B, 3F, H, W)
+        y = self.drops[0](cat_channels([first_skip, y, cnn_skips[0]]))  # (B, 3F, H, W)
         y = self.decoder[0](y)  # (B, F, H, W)
         return self.head(y)  # (B, 1, H, W) logits
 

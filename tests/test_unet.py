@@ -190,3 +190,60 @@ def test_conv_block_relu_in_place_keeps_outputs_and_gradients(batch_norm):
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=0)
     for p, p_ref in zip(block.parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=0)
+
+
+class _KeepGradient(torch.autograd.Function):
+    """The identity, keeping the gradient its output is handed: what the op before a concatenation sees."""
+
+    @staticmethod
+    def forward(ctx, x, kept):
+        ctx.kept = kept
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.kept.append(grad)
+        return grad, None
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cat_channels_is_torch_cat_with_dense_gradients_in_channels_last(channels_last):
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    a = torch.randn(2, 3, 5, 6).contiguous(memory_format=layout).requires_grad_()
+    b = torch.randn(2, 4, 5, 6).contiguous(memory_format=layout).requires_grad_()
+    kept = []
+    out = unet.cat_channels([_KeepGradient.apply(a, kept), _KeepGradient.apply(b, kept)])
+    torch.testing.assert_close(out, torch.cat([a, b], dim=1), rtol=0, atol=0)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    torch.testing.assert_close(a.grad, weights[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(b.grad, weights[:, 3:], rtol=0, atol=0)
+    # torch.cat alone hands each input a strided channel slice; in channels-last memory the input's
+    # producer gets a dense copy instead (its elementwise backward then runs vectorised), in NCHW the slice
+    dense = [g.is_contiguous(memory_format=torch.channels_last) for g in kept]
+    assert dense == [channels_last, channels_last]
+
+
+@pytest.mark.parametrize("arch", ["unet", "unetr2d", "ynetr2d"])
+def test_cat_channels_leaves_every_gradient_of_a_channels_last_network_unchanged(arch, monkeypatch):
+    import unetr2d
+    import ynetr2d
+    build = {"unet": lambda: UNet(filters=4, batch_norm=True, activation="relu"),
+             "unetr2d": lambda: unetr2d.UNETR2D("mini", filters=4, img_size=32),
+             "ynetr2d": lambda: ynetr2d.YNETR2D("mini", filters=4, img_size=32)}[arch]
+    module = {"unet": unet, "unetr2d": unetr2d, "ynetr2d": ynetr2d}[arch]
+    x = torch.randn(2, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    target = (torch.rand(2, 1, 32, 32) > 0.8).float()
+
+    def gradients():
+        torch.manual_seed(0)
+        model = build().to(memory_format=torch.channels_last)
+        F.binary_cross_entropy_with_logits(model(x), target).backward()
+        return [p.grad for p in model.parameters()]
+
+    ours = gradients()
+    monkeypatch.setattr(module, "cat_channels", lambda tensors: torch.cat(tensors, dim=1))
+    plain = gradients()
+    assert len(ours) == len(plain)
+    for g, g_plain in zip(ours, plain):
+        torch.testing.assert_close(g, g_plain, rtol=0, atol=0)
