@@ -475,13 +475,21 @@ def test_the_demo_turns_by_right_angles_except_for_unetr2d_and_only_in_the_demo(
     assert "rotation right (thesis any)" in presets.differences(presets.for_arch("demo", "unet"))
 
 
-def test_only_the_unetr2d_demo_runs_one_cycle():
+def test_only_the_unetr2d_demo_runs_one_cycle_and_gelu():
     for arch in models.ARCHS:
-        expected = "onecycle" if arch == "unetr2d" else "cosine"  # the others' epochs were set under cosine
-        assert presets.make_config(arch).fit.scheduler == expected, arch
+        demo = presets.make_config(arch)  # the others' epochs were set under cosine and their own activation
+        assert (demo.fit.scheduler, demo.activation) == \
+            (("onecycle", "gelu") if arch == "unetr2d" else ("cosine", None)), arch
         for preset in ("quick", "light", "thesis", "cpu"):
-            assert presets.make_config(arch, preset=preset).fit.scheduler == "cosine", (arch, preset)
+            run = presets.make_config(arch, preset=preset)
+            assert (run.fit.scheduler, run.activation) == ("cosine", None), (arch, preset)
     assert presets.make_config("unetr2d", scheduler="cosine").fit.scheduler == "cosine"  # a flag wins
+    assert presets.make_config("unetr2d", activation="relu").activation == "relu"
+    demo = presets.make_config("unetr2d")
+    model = models.build_model("unetr2d", "mini", filters=4, **demo.model_kwargs)
+    acts = [type(m) for m in model.modules() if isinstance(m, (torch.nn.GELU, torch.nn.ReLU))]
+    assert acts and set(acts) == {torch.nn.GELU}  # the convolutional part's and the ViT's MLP's
+    assert "activation gelu (thesis the arch's)" in presets.differences(presets.for_arch("demo", "unetr2d"))
 
 
 def test_presets_are_the_thesis_protocol_and_named_changes():
