@@ -171,7 +171,7 @@ DEMO = {
     **THESIS,
     "tile": 128,              # a quarter of the pixels per step
     "filters": 8,             # halves a step: convolutions, mostly their backward pass, are ~70% of it
-    "epochs": 19,             # 817 steps (UNETR-2D, under one-cycle, GELU); each other arch's are in DEMO_ARCH
+    "epochs": 19,             # 817 steps (UNETR-2D: one-cycle, GELU); each other arch's are in DEMO_ARCH
     "patience": None,         # too short a run to stop early
     "batch_size": 4,
     "lr": 1e-3,               # ten times the thesis's: few steps to learn in
