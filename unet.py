@@ -10,8 +10,9 @@ Where we differ from the thesis code: the models return logits (the sigmoid live
 the Attention Y-Net's reconstruction head is bounded by a sigmoid (the reference code left it
 linear) because its target, the input image, lies in [0, 1].
 
-The convolution blocks, the Keras-style initialisers and `level_rates` are shared with
-unetr2d.py and ynetr2d.py; the encoder (`cnn_encoder`, `cnn_encode`) with ynetr2d.py.
+The convolution blocks, the Keras-style initialisers, `level_rates` and the decoders' concatenation
+(`cat_channels`) are shared with unetr2d.py and ynetr2d.py; the encoder (`cnn_encoder`, `cnn_encode`)
+with ynetr2d.py.
 
 Shape legend: B batch, C channels, H x W image, F initial filters; level i has F * 2^i channels
 at H / 2^i x W / 2^i.
