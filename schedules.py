@@ -14,6 +14,9 @@ def cosine_lr(step, total_steps, base_lr):
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
+PCT_START = 0.3  # the share of the steps one-cycle warms up over (torch's OneCycleLR), lr and momentum alike
+
+
 def _two_phases(step, total_steps, start, turn, end, pct_start):
     """The one-cycle shape: cosine from `start` to `turn` over the first pct_start of the steps, then
     cosine from `turn` to `end` (the phase boundary of torch's OneCycleLR)."""
@@ -25,14 +28,14 @@ def _two_phases(step, total_steps, start, turn, end, pct_start):
     return hi + (lo - hi) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
 
 
-def one_cycle_lr(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+def one_cycle_lr(step, total_steps, max_lr, pct_start=PCT_START, div_factor=25.0, final_div_factor=1e4):
     """One-cycle policy [67]: cosine warm-up from max_lr/25 to max_lr over 30% of the steps, then
     cosine annealing to max_lr/(25*1e4) (the constants of torch's OneCycleLR)."""
     start, end = max_lr / div_factor, max_lr / (div_factor * final_div_factor)
     return _two_phases(step, total_steps, start, max_lr, end, pct_start)
 
 
-def one_cycle_momentum(step, total_steps, pct_start=0.3, low=0.85, high=0.95):
+def one_cycle_momentum(step, total_steps, pct_start=PCT_START, low=0.85, high=0.95):
     """The momentum half of the one-cycle policy [67]: from 0.95 down to 0.85 while the learning rate
     warms up, back to 0.95 while it anneals. The thesis code's callback sets it on an optimiser that has
     a momentum (SGD); Keras's Adam has none, so Adam and AdamW keep their beta1 (torch's OneCycleLR would
@@ -64,10 +67,11 @@ class Scheduler:
 
     def _apply(self, lr):
         self.lr = lr
+        momentum = one_cycle_momentum(self.step_count, self.total_steps) if self.kind == "onecycle" else None
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-            if self.kind == "onecycle" and "momentum" in group:  # SGD (App. B): the momentum cycles too
-                group["momentum"] = one_cycle_momentum(self.step_count, self.total_steps)
+            if momentum is not None and "momentum" in group:  # SGD (App. B): the momentum cycles too
+                group["momentum"] = momentum
 
     def step(self):
         self.step_count += 1
